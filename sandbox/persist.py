@@ -1,0 +1,40 @@
+"""State that survives a restart: one JSON document per area, written atomically on every change."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class StateFile:
+    """A JSON document on disk with an in-memory copy.
+
+    Read with :meth:`read` (a snapshot you must not mutate); change with ``with state.change() as data:``,
+    which holds the lock, lets you mutate ``data`` in place and saves atomically on exit.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+    def read(self) -> dict[str, Any]:
+        with self._lock:
+            return self._data
+
+    @contextmanager
+    def change(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            yield self._data
+            self._save()
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self._data, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
