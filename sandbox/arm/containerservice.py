@@ -1,0 +1,9 @@
+"""(in progress)"""
+
+from __future__ import annotations
+
+from sandbox.arm.dispatch import RouteSpec
+
+
+def route_specs() -> list[RouteSpec]:
+    return []

@@ -1,0 +1,89 @@
+"""Resource groups through the real azure-mgmt-resource client (azure-specs resources/*)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.resource.resources import ResourceManagementClient
+
+from sandbox.arm.testing import credential, mgmt_client
+from sandbox.server import Sandbox
+
+
+@pytest.fixture
+def rm(conn: dict[str, Any]) -> ResourceManagementClient:
+    return mgmt_client(ResourceManagementClient, conn)
+
+
+def test_create_get_list_delete_group_counts_writes(
+    sandbox: Sandbox, rm: ResourceManagementClient, unique: str
+) -> None:
+    name = f"rg-{unique}"
+    since = sandbox.ctx.journal.last_seq
+    created = rm.resource_groups.create_or_update(name, {"location": "eastus", "tags": {"a": "b"}})
+    assert created.name == name and created.properties.provisioning_state == "Succeeded"
+    again = rm.resource_groups.create_or_update(name, {"location": "eastus", "tags": {"a": "b"}})
+    assert again.id == created.id
+    assert rm.resource_groups.get(name).location == "eastus"
+    assert rm.resource_groups.check_existence(name)
+    assert name in [g.name for g in rm.resource_groups.list()]
+    writes = sandbox.ctx.journal.writes(since, service="arm")
+    assert [(w.method, w.status) for w in writes] == [("PUT", 201), ("PUT", 200)]
+    assert {w.api_version for w in writes} == {"2025-04-01"}
+    rm.resource_groups.begin_delete(name).result(timeout=30)
+    with pytest.raises(ResourceNotFoundError):
+        rm.resource_groups.get(name)
+    assert not rm.resource_groups.check_existence(name)
+
+
+def test_group_delete_is_polled_through_location(
+    fresh_sandbox: Sandbox, rm: ResourceManagementClient, unique: str
+) -> None:
+    name = f"rg-{unique}"
+    rm.resource_groups.create_or_update(name, {"location": "eastus"})
+    fresh_sandbox.ctx.clock.overrides = {"resource_group.delete": 1.5}
+    since = fresh_sandbox.ctx.journal.last_seq
+    poller = rm.resource_groups.begin_delete(name, polling_interval=0.2)
+    assert rm.resource_groups.get(name).properties.provisioning_state == "Deleting"
+    poller.result(timeout=30)
+    entries = fresh_sandbox.ctx.journal.entries(since, service="arm")
+    assert entries[0].method == "DELETE" and entries[0].status == 202
+    polls = [e for e in entries if "/operationresults/" in e.path]
+    assert polls and polls[-1].status == 200 and all(p.api_version == "2025-04-01" for p in polls)
+
+
+def test_bad_requests_get_arm_400s_not_500s(conn: dict[str, Any], unique: str) -> None:
+    token = credential(conn).get_token("https://management.azure.com/.default").token
+    base = f"{conn['arm_endpoint']}/subscriptions/{conn['subscription_id']}/resourcegroups/rg-{unique}"
+    with httpx.Client(verify=conn["ca_bundle"], headers={"Authorization": f"Bearer {token}"}) as c:
+        r = c.put(f"{base}?api-version=2019-01-01", json={"location": "eastus"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidApiVersionParameter"
+        r = c.put(base, json={"location": "eastus"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "MissingApiVersionParameter"
+        r = c.put(
+            f"{base}?api-version=2025-04-01",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidRequestContent"
+        r = c.put(f"{base}?api-version=2025-04-01", json={"location": "eastus", "tenant_id": "x"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidRequestContent"
+        assert "tenant_id" in r.json()["error"]["message"]
+        r = c.put(f"{base}?api-version=2025-04-01", json={"tags": {}})
+        assert r.status_code == 400
+
+
+def test_arm_requires_a_valid_token(conn: dict[str, Any]) -> None:
+    sub = conn["subscription_id"]
+    url = f"{conn['arm_endpoint']}/subscriptions/{sub}/resourcegroups?api-version=2025-04-01"
+    r = httpx.get(url, verify=conn["ca_bundle"])
+    assert r.status_code == 401 and r.json()["error"]["code"] == "AuthenticationFailed"
+    assert "WWW-Authenticate" in r.headers
+    r = httpx.get(url, verify=conn["ca_bundle"], headers={"Authorization": "Bearer abc.def.ghi"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "InvalidAuthenticationToken"
+    vault_token = credential(conn).get_token("https://vault.azure.net/.default").token
+    r = httpx.get(url, verify=conn["ca_bundle"], headers={"Authorization": f"Bearer {vault_token}"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "InvalidAuthenticationTokenAudience"
