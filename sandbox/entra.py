@@ -42,7 +42,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sandbox.arm import directory
 from sandbox.context import SandboxContext
 from sandbox.errors import entra_error
 
@@ -262,6 +261,8 @@ class Entra:
                 50027,
                 "JWT token is invalid or malformed.",
             )
+        from sandbox.arm import directory  # here: sandbox.arm imports this module
+
         identity = directory.identity_by_client_id(self.ctx, client_id)
         if identity is None:
             return self._unknown_client(client_id)

@@ -31,6 +31,7 @@ from sandbox.arm import (
 from sandbox.arm.common import ArmError, ArmRequest
 from sandbox.arm.dispatch import RouteSpec, match, segments_of
 from sandbox.context import SandboxContext
+from sandbox.entra import TokenError
 from sandbox.errors import arm_error
 
 ARM_AUDIENCE = "https://management.azure.com"
@@ -68,31 +69,6 @@ def routes(ctx: SandboxContext) -> list[BaseRoute]:
         lro.settle_all(ctx)
         method = request.method
         segs = segments_of(request.url.path)
-        entra = ctx.services["entra"]
-        authority = f"{ctx.base_url}/{ctx.identity.tenant_id}"
-        auth = request.headers.get("authorization", "")
-        if not auth.lower().startswith("bearer "):
-            desc = "Authentication failed. The 'Authorization' header is missing."
-            return arm_error(
-                401,
-                "AuthenticationFailed",
-                desc,
-                {"WWW-Authenticate": _WWW_AUTH.format(authority=authority, desc=desc)},
-            )
-        from sandbox.entra import TokenError
-
-        try:
-            caller = entra.verify(auth[7:].strip(), ARM_AUDIENCE)
-        except TokenError as exc:
-            return arm_error(
-                401,
-                exc.code,
-                exc.message,
-                {"WWW-Authenticate": _WWW_AUTH.format(authority=authority, desc=exc.message)},
-            )
-        if len(segs) >= 2 and segs[0].lower() == "subscriptions" and segs[1].lower() != sub_id.lower():
-            return arm_error(404, "SubscriptionNotFound", f"The subscription '{segs[1]}' could not be found.")
-
         found: tuple[RouteSpec, list[str]] | None = None
         allowed: set[str] = set()
         for spec in table:
@@ -112,7 +88,7 @@ def routes(ctx: SandboxContext) -> list[BaseRoute]:
                         continue
                     found = hit
                     break
-        if found is None:
+        if found is None:  # routing before authentication: an unknown path is a 404 for anyone
             if allowed:
                 return arm_error(
                     405,
@@ -124,6 +100,29 @@ def routes(ctx: SandboxContext) -> list[BaseRoute]:
                 "NotFound",
                 f"No HTTP resource was found that matches the request URI '{request.url.path}'.",
             )
+        entra = ctx.services["entra"]
+        authority = f"{ctx.base_url}/{ctx.identity.tenant_id}"
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            desc = "Authentication failed. The 'Authorization' header is missing."
+            return arm_error(
+                401,
+                "AuthenticationFailed",
+                desc,
+                {"WWW-Authenticate": _WWW_AUTH.format(authority=authority, desc=desc)},
+            )
+        try:
+            caller = entra.verify(auth[7:].strip(), ARM_AUDIENCE)
+        except TokenError as exc:
+            return arm_error(
+                401,
+                exc.code,
+                exc.message,
+                {"WWW-Authenticate": _WWW_AUTH.format(authority=authority, desc=exc.message)},
+            )
+        if len(segs) >= 2 and segs[0].lower() == "subscriptions" and segs[1].lower() != sub_id.lower():
+            return arm_error(404, "SubscriptionNotFound", f"The subscription '{segs[1]}' could not be found.")
+
         spec, caps = found
         provider = (
             spec.provider
