@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from graphlib import TopologicalSorter
 
 from flows.provision import CRITICAL_PATH, GRAPH
@@ -47,7 +48,7 @@ def test_independent_branches_stay_independent() -> None:
 
 
 def test_critical_path_is_a_chain() -> None:
-    for before, after in zip(CRITICAL_PATH, CRITICAL_PATH[1:], strict=False):
+    for before, after in itertools.pairwise(CRITICAL_PATH):
         assert before in GRAPH[after]
 
 

@@ -73,7 +73,7 @@ def test_deployment_pod_label_and_csi_volume() -> None:
     assert {
         "name": "DATABASE_CONNECTION_STRING",
         "valueFrom": {"secretKeyRef": {"name": "sample-app-secrets", "key": "database-connection-string"}},
-    } in env  # noqa: E501
+    } in env
 
 
 def test_application() -> None:
