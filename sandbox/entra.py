@@ -280,7 +280,7 @@ class Entra:
                 and any(a in props["audiences"] for a in auds)
             ):
                 # A credential younger than the propagation window is not visible yet (PITFALLS P6).
-                if now - float(fic["created"]) >= window:
+                if now - float(fic["_created"]) >= window:
                     matched = True
         if not matched:
             return entra_error(
