@@ -316,18 +316,17 @@ def _dispatch(vault: _Vault, method: str, rest: list[str], raw: bytes, query: An
             secret = vault.doc(dict(st.read()))["secrets"].get(name.lower())
             if secret is None:
                 raise _not_found(name)
-            ver: dict[str, Any] | None
+            found: dict[str, Any] | None = secret["versions"][-1]
             if len(rest) == 3 and rest[2]:
-                ver = next((v for v in secret["versions"] if v["version"] == rest[2].lower()), None)
-                if ver is None:
+                found = next((v for v in secret["versions"] if v["version"] == rest[2].lower()), None)
+                if found is None:
                     raise _not_found(f"{name}/{rest[2]}")
-            else:
-                ver = secret["versions"][-1]
-            if not ver.get("enabled", True):
+            assert found is not None
+            if not found.get("enabled", True):
                 raise KvError(
                     403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled"
                 )
-            return JSONResponse(vault.bundle(secret, ver))
+            return JSONResponse(vault.bundle(secret, found))
         if len(rest) == 3 and rest[2] == "versions" and method == "GET":
             vault.authorize("list", name)
             secret = vault.doc(dict(st.read()))["secrets"].get(name.lower())
