@@ -97,9 +97,34 @@ class JournalAndFaults:
         status_holder: dict[str, int] = {"status": 0}
         fault_id: str | None = None
 
+        recorded = False
+
+        def record() -> None:
+            # Journal before the last body chunk leaves, so a client that got its response can
+            # already count it (tests read the journal right after a call returns).
+            nonlocal recorded
+            if recorded or service == "admin":
+                return
+            recorded = True
+            self.ctx.journal.record(
+                ts=time.time(),
+                service=service,
+                method=method,
+                path=path,
+                api_version=api_version,
+                status=status_holder["status"],
+                latency_ms=round((time.perf_counter() - start) * 1000, 2),
+                caller=_caller(headers),
+                write=is_write(method, path),
+                fault=fault_id,
+                request_id=headers.get("x-ms-client-request-id"),
+            )
+
         async def send_wrapper(message: Any) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()
             await send(message)
 
         try:
@@ -147,20 +172,7 @@ class JournalAndFaults:
                     return
             await self.app(scope, receive, send_wrapper)
         finally:
-            if service != "admin":
-                self.ctx.journal.record(
-                    ts=time.time(),
-                    service=service,
-                    method=method,
-                    path=path,
-                    api_version=api_version,
-                    status=status_holder["status"],
-                    latency_ms=round((time.perf_counter() - start) * 1000, 2),
-                    caller=_caller(headers),
-                    write=is_write(method, path),
-                    fault=fault_id,
-                    request_id=headers.get("x-ms-client-request-id"),
-                )
+            record()
 
 
 def _admin_routes(ctx: SandboxContext) -> list[BaseRoute]:
