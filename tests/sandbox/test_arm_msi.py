@@ -70,7 +70,7 @@ def test_federated_credential_rules(
     # exactly one audience
     with pytest.raises(HttpResponseError) as err:
         msi.federated_identity_credentials.create_or_update(
-            group, "id-fic", "fic-2aud", fic("s", AUD + ["x"])
+            group, "id-fic", "fic-2aud", fic("s", [*AUD, "x"])
         )
     assert err.value.status_code == 400
     # at most 20
