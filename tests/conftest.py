@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,3 +39,27 @@ def conn(sandbox: Sandbox) -> dict[str, Any]:
 def unique() -> str:
     """A short unique suffix for resource names in this test."""
     return uuid.uuid4().hex[:6]
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's one Prefect test harness (temporary database + API); yields the result storage dir.
+
+    ``prefect_test_harness`` does not move result storage, so persisted results go to a temporary
+    folder here (CLIENT-FACTS, Prefect 3.9).
+    """
+    from prefect.settings import (
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    results = tmp_path_factory.mktemp("prefect-results")
+    with (
+        temporary_settings(
+            {PREFECT_RESULTS_LOCAL_STORAGE_PATH: results, PREFECT_SERVER_ANALYTICS_ENABLED: False}
+        ),
+        prefect_test_harness(server_startup_timeout=60),
+    ):
+        yield results
