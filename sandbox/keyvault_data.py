@@ -20,6 +20,9 @@ Authorization (Key Vault "RBAC guide" and "troubleshooting access" pages; PITFAL
 - a vault that does not exist or is still ``RegisteringDns`` has no DNS name yet: the connection
   is reset, which a client sees as a connection error (PITFALLS P9).
 
+Secret ids are ``https://127.0.0.1:PORT/secrets/{name}/{version}`` (host-rooted: azure-keyvault-secrets
+parses ids as exactly ``/{collection}/{name}[/{version}]``), while requests go to ``vaultUri``.
+
 Secret values are stored in ``state/keyvault.json`` (the vault's own storage) and never logged,
 journaled or put in error messages.
 """
@@ -86,7 +89,7 @@ class _Vault:
         self.ctx, self.rec, self.caller = ctx, rec, caller
         self.name = rec["name"]
         self.key = rec["name"].lower()
-        self.base = base  # the vault URI the client used, ends with "/"
+        self.base = base  # the root of secret ids, ends with "/"
 
     @property
     def recovery_level(self) -> str:
@@ -241,7 +244,10 @@ async def _handle(ctx: SandboxContext, request: Request) -> Response:
             f"The specified version ({version}) is not recognized. Consider using the latest supported "
             f"version ({API_VERSIONS[0]}).",
         ).response()
-    base = f"{ctx.base_url}/vaults/{rec['name']}/"
+    # Ids are host-rooted (``https://127.0.0.1:PORT/secrets/{name}/{version}``): the SDK's id parser
+    # accepts exactly ``/{collection}/{name}[/{version}]``, so the ``/vaults/{name}`` prefix of
+    # ``vaultUri`` cannot appear in them. Clients address secrets by vault URL + name, as usual.
+    base = f"{ctx.base_url}/"
     vault = _Vault(ctx, rec, caller, base)
     try:
         return _dispatch(vault, method, rest, await request.body(), request.query_params)
