@@ -54,13 +54,14 @@ def my_object_id(conn: dict[str, Any]) -> str:
 
 def grant(conn: dict[str, Any], scope: str, role: str) -> None:
     auth = mgmt_client(AuthorizationManagementClient, conn)
-    sub = conn["subscription_id"]
+    role_id = (
+        f"/subscriptions/{conn['subscription_id']}/providers/Microsoft.Authorization/roleDefinitions/{role}"
+    )
     auth.role_assignments.create(
         scope,
         str(uuid.uuid4()),
         {
-            "role_definition_id": "
-            "f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{role}",
+            "role_definition_id": role_id,
             "principal_id": my_object_id(conn),
             "principal_type": "ServicePrincipal",
         },
@@ -158,7 +159,10 @@ def test_soft_delete_name_conflict_and_purge(
     with pytest.raises(ResourceExistsError) as err:
         kv.vaults.begin_create_or_update(group, name, vault_body(conn)).result(timeout=30)
     assert err.value.error.code == "ConflictError"
-    assert kv.vaults.check_name_availability({"name": name, "type": "Microsoft.KeyVault/vaults"}).name_available is False
+    assert (
+        kv.vaults.check_name_availability({"name": name, "type": "Microsoft.KeyVault/vaults"}).name_available
+        is False
+    )
     kv.vaults.begin_purge_deleted(name, "eastus").result(timeout=30)
     with pytest.raises(ResourceNotFoundError):
         kv.vaults.get_deleted(name, "eastus")
@@ -169,7 +173,9 @@ def test_purge_protection_forbids_purge(
     conn: dict[str, Any], kv: KeyVaultManagementClient, group: str, unique: str
 ) -> None:
     name = f"kv-pp-{unique}"
-    kv.vaults.begin_create_or_update(group, name, vault_body(conn, enablePurgeProtection=True)).result(timeout=30)
+    kv.vaults.begin_create_or_update(group, name, vault_body(conn, enablePurgeProtection=True)).result(
+        timeout=30
+    )
     kv.vaults.delete(group, name)
     assert kv.vaults.get_deleted(name, "eastus").properties.purge_protection_enabled is True
     with pytest.raises(HttpResponseError) as err:
@@ -193,7 +199,9 @@ def test_vault_create_is_polled_and_retried_through_faults(
     ctx = fresh_sandbox.ctx
     ctx.clock.overrides = {"vault.create": 1.5}
     ctx.faults.add({"service": "arm", "method": "PUT", "path": "/vaults/", "action": "throttle", "count": 1})
-    ctx.faults.add({"service": "arm", "method": "GET", "path": "/vaults/", "action": "error", "status": 503, "count": 1})
+    ctx.faults.add(
+        {"service": "arm", "method": "GET", "path": "/vaults/", "action": "error", "status": 503, "count": 1}
+    )
     since = ctx.journal.last_seq
     poller = kv.vaults.begin_create_or_update(group, f"kv-lro-{unique}", vault_body(conn))
     vault = poller.result(timeout=60)
