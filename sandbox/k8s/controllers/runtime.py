@@ -94,6 +94,7 @@ class ClusterControllers:
         self._running: set[tuple[str, Any]] = set()
         self._wake = asyncio.Event()
         self._stopped = False
+        self.stats: dict[str, tuple[int, float]] = {}  # controller -> (reconciles, seconds on the loop)
         self.workloads = WorkloadController(self.api, ctx.clock)
         base = ctx.base_url
         self.csi = KeyVaultCsiProvider(
@@ -221,6 +222,7 @@ class ClusterControllers:
 
     def _reconcile(self, item: tuple[str, Any]) -> None:
         name, key = item
+        started = time.perf_counter()
         try:
             result = self.controllers[name].reconcile(key)
         except ApiError as exc:
@@ -231,6 +233,9 @@ class ClusterControllers:
             log.exception("reconcile %s %s crashed", name, key)
             self._enqueue(name, key, 5.0)
             return
+        finally:
+            count, total = self.stats.get(name, (0, 0.0))
+            self.stats[name] = (count + 1, total + time.perf_counter() - started)
         if inspect.isawaitable(result):
             self._running.add(item)
             task = asyncio.ensure_future(result)

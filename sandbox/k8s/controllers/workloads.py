@@ -719,11 +719,10 @@ class WorkloadController:
         # 3. image pull + start (modelled time)
         due = self._start_due.get(uid)
         if due is None:
-            due = (
-                self.clock.now() + duration(self.clock, "pod.image_pull") + duration(self.clock, "pod.start")
-            )
+            pull = duration(self.clock, "pod.image_pull")
+            due = self.clock.now() + pull + duration(self.clock, "pod.start")
             self._start_due[uid] = due
-            for c in containers:
+            for c in containers if pull > 0 else []:
                 record_event(
                     self.api,
                     pod,
@@ -770,7 +769,12 @@ class WorkloadController:
         if not was_running:
             for c in containers:
                 for reason, msg in (
-                    ("Pulled", f'Successfully pulled image "{c.get("image", "")}"'),
+                    (
+                        "Pulled",
+                        f'Successfully pulled image "{c.get("image", "")}"'
+                        if duration(self.clock, "pod.image_pull") > 0
+                        else f'Container image "{c.get("image", "")}" already present on machine',
+                    ),
                     ("Created", f"Created container: {c['name']}"),
                     ("Started", f"Started container {c['name']}"),
                 ):

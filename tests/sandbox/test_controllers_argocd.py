@@ -1,0 +1,301 @@
+"""The Argo CD extension and its Application controller (sandbox/k8s/controllers/argocd.py).
+
+Sources: azure-specs/argocd-extension-notes.md (keys per version, HA node minimums), PITFALLS P15-P17,
+P19, P23; argoproj/argo-cd types.go and gitops-engine health checks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.k8s.controllers import gitrepos
+from sandbox.k8s.store import ClusterStore
+from sandbox.server import Sandbox
+from tests.sandbox.controllers_support import make_cluster, wait_until
+
+APP = ("argoproj.io/v1alpha1", "Application")
+STORE_DEMO = "https://github.com/Azure-Samples/aks-store-demo.git"
+
+
+@pytest.fixture(scope="module")
+def store(sandbox: Sandbox) -> ClusterStore:
+    st = make_cluster(sandbox, "aks-argocd", nodes=2)
+    _install(sandbox, st, "1.0.0-preview", {"redis-ha.enabled": "false"})
+    return st
+
+
+def _install(sb: Sandbox, st: ClusterStore, version: str | None, settings: dict[str, Any]) -> None:
+    sb.ctx.services["k8s.extensions"].ensure_extension(
+        st,
+        name="argocd",
+        extension_type="Microsoft.ArgoCD",
+        version=version,
+        release_train="preview",
+        configuration_settings=settings,
+    )
+
+
+def _app(
+    name: str,
+    dest: str,
+    *,
+    path: str = "kustomize/overlays/dev",
+    repo: str = STORE_DEMO,
+    self_heal: bool = True,
+    prune: bool = True,
+    create_ns: bool = True,
+    finalizer: bool = False,
+    automated: bool = True,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "project": "default",
+        "source": {"repoURL": repo, "targetRevision": "HEAD", "path": path},
+        "destination": {"server": "https://kubernetes.default.svc", "namespace": dest},
+        "syncPolicy": {},
+    }
+    if automated:
+        spec["syncPolicy"]["automated"] = {"prune": prune, "selfHeal": self_heal}
+    if create_ns:
+        spec["syncPolicy"]["syncOptions"] = ["CreateNamespace=true"]
+    meta: dict[str, Any] = {"name": name, "namespace": "argocd"}
+    if finalizer:
+        meta["finalizers"] = ["resources-finalizer.argocd.argoproj.io"]
+    return {"apiVersion": APP[0], "kind": APP[1], "metadata": meta, "spec": spec}
+
+
+def _status(st: ClusterStore, name: str) -> dict[str, Any]:
+    return st.get(*APP, name, "argocd").get("status") or {}
+
+
+def _synced_healthy(st: ClusterStore, name: str, timeout: float = 60) -> dict[str, Any]:
+    return wait_until(
+        lambda: (
+            (s := _status(st, name)).get("sync", {}).get("status") == "Synced"
+            and s.get("health", {}).get("status") == "Healthy"
+            and s
+        ),
+        timeout=timeout,
+        interval=0.1,
+        what=f"Application {name} Synced/Healthy",
+    )
+
+
+def test_ha_on_too_few_nodes_fails_like_helm(sandbox: Sandbox) -> None:
+    st = make_cluster(sandbox, "aks-argo-ha", nodes=3)
+    with pytest.raises(ValueError, match=r"^Helm installation failed: context deadline exceeded$"):
+        _install(sandbox, st, "1.0.0-preview", {})  # HA is the extension's default; 1.0.0+ needs 4 nodes
+    assert st.find("v1", "Namespace", "argocd") is None
+    _install(sandbox, st, "0.0.7-preview", {})  # 0.0.x needs 3 nodes: HA installs
+    assert st.find("apps/v1", "StatefulSet", "argocd-redis-ha-server", "argocd") is not None
+
+
+def test_install_creates_namespace_accounts_crds_and_default_project(sandbox: Sandbox) -> None:
+    st = make_cluster(sandbox, "aks-argo-wi", nodes=2)
+    _install(
+        sandbox,
+        st,
+        "1.0.0-preview",
+        {
+            "redis-ha.enabled": "false",
+            "azure.workloadIdentity.enabled": "true",
+            "azure.workloadIdentity.clientId": "c0ffee00-0000-0000-0000-000000000001",
+            "configs.params.application\\.namespaces": "default, argocd",
+        },
+    )
+    for sa in (
+        "argocd-application-controller",
+        "argocd-server",
+        "argocd-repo-server",
+        "argocd-applicationset-controller",
+        "argocd-notifications-controller",
+        "argocd-dex-server",
+    ):
+        obj = st.get("v1", "ServiceAccount", sa, "argocd")
+        annotated = obj["metadata"].get("annotations", {}).get("azure.workload.identity/client-id")
+        if sa in ("argocd-application-controller", "argocd-server", "argocd-repo-server"):
+            assert annotated == "c0ffee00-0000-0000-0000-000000000001"
+        else:
+            assert annotated is None
+    for crd in ("applications.argoproj.io", "appprojects.argoproj.io"):
+        assert st.find("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd) is not None
+    assert st.get("argoproj.io/v1alpha1", "AppProject", "default", "argocd")["spec"]["sourceRepos"] == ["*"]
+    params = st.get("v1", "ConfigMap", "argocd-cmd-params-cm", "argocd")
+    assert params["data"] == {"application.namespaces": "default, argocd"}
+    # the labelled pod templates run through the workload-identity webhook
+    pod = wait_until(
+        lambda: [
+            p for p in st.list("v1", "Pod", "argocd")[0] if p["metadata"]["name"].startswith("argocd-server-")
+        ]
+    )[0]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
+    assert env["AZURE_CLIENT_ID"] == "c0ffee00-0000-0000-0000-000000000001"
+    # P14: a hand edit of the annotation is reverted by the next extension update
+    sa = st.get("v1", "ServiceAccount", "argocd-server", "argocd")
+    sa["metadata"]["annotations"]["azure.workload.identity/client-id"] = "hand-edited"
+    st.update(sa)
+    _install(
+        sandbox,
+        st,
+        "1.0.0-preview",
+        {
+            "redis-ha.enabled": "false",
+            "azure.workloadIdentity.enabled": "true",
+            "azure.workloadIdentity.clientId": "c0ffee00-0000-0000-0000-000000000001",
+        },
+    )
+    sa = st.get("v1", "ServiceAccount", "argocd-server", "argocd")
+    assert sa["metadata"]["annotations"]["azure.workload.identity/client-id"].startswith("c0ffee00")
+    # delete_extension removes the release and the namespace
+    sandbox.ctx.services["k8s.extensions"].delete_extension(st, "argocd")
+    wait_until(lambda: st.find("v1", "Namespace", "argocd") is None, what="argocd namespace gone")
+
+
+def test_keys_of_the_other_version_are_ignored(sandbox: Sandbox) -> None:
+    # P16: the recipe's 0.0.x keys sent to 1.0.0-preview: no workload identity, and HA stays on
+    st = make_cluster(sandbox, "aks-argo-keys", nodes=4)
+    _install(
+        sandbox,
+        st,
+        "1.0.0-preview",
+        {
+            "workloadIdentity.enable": "true",
+            "workloadIdentity.clientId": "x",
+            "deployWithHighAvailability": "false",
+        },
+    )
+    sa = st.get("v1", "ServiceAccount", "argocd-server", "argocd")
+    assert "azure.workload.identity/client-id" not in (sa["metadata"].get("annotations") or {})
+    assert st.find("apps/v1", "StatefulSet", "argocd-redis-ha-server", "argocd") is not None
+
+
+def test_aks_store_demo_dev_overlay_syncs_to_synced_and_healthy(
+    sandbox: Sandbox, store: ClusterStore, unique: str, tmp_path: Path
+) -> None:
+    dest = f"store-{unique}"
+    store.create(_app(f"store-{unique}", dest))
+    status = _synced_healthy(store, f"store-{unique}")
+    assert len(store.list("apps/v1", "Deployment", dest)[0]) == 7
+    assert len(store.list("apps/v1", "StatefulSet", dest)[0]) == 2
+    assert len(store.list("v1", "Service", dest)[0]) == 7
+    assert len(status["resources"]) == 16
+    assert all(r["status"] == "Synced" and r["health"]["status"] == "Healthy" for r in status["resources"])
+    assert status["sourceType"] == "Kustomize"
+    assert status["operationState"]["phase"] == "Succeeded"
+    assert status["operationState"]["message"] == "successfully synced (all tasks run)"
+    dep = store.get("apps/v1", "Deployment", "store-front", dest)
+    assert dep["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"] == (
+        f"store-{unique}:apps/Deployment:{dest}/store-front"
+    )
+    # the mirror is one deterministic commit: a mirror built elsewhere has the same SHA
+    gitrepos.ensure_builtin_mirrors(tmp_path)
+    elsewhere = gitrepos.mirror_path(tmp_path, STORE_DEMO)
+    assert elsewhere is not None
+    assert status["sync"]["revision"] == gitrepos.resolve(elsewhere, "HEAD")
+
+
+def test_self_heal_restores_a_hand_edit(store: ClusterStore, unique: str) -> None:
+    name, dest = f"heal-{unique}", f"heal-{unique}"
+    store.create(_app(name, dest))
+    _synced_healthy(store, name)
+    dep = store.get("apps/v1", "Deployment", "order-service", dest)
+    dep["spec"]["replicas"] = 3
+    store.update(dep)
+    wait_until(
+        lambda: store.get("apps/v1", "Deployment", "order-service", dest)["spec"]["replicas"] == 1,
+        what="selfHeal restores replicas",
+    )
+    _synced_healthy(store, name)
+
+
+def test_without_self_heal_a_hand_edit_shows_out_of_sync(store: ClusterStore, unique: str) -> None:
+    name, dest = f"drift-{unique}", f"drift-{unique}"
+    store.create(_app(name, dest, self_heal=False))
+    _synced_healthy(store, name)
+    dep = store.get("apps/v1", "Deployment", "order-service", dest)
+    dep["spec"]["replicas"] = 2
+    store.update(dep)
+    status = wait_until(
+        lambda: (s := _status(store, name)).get("sync", {}).get("status") == "OutOfSync" and s
+    )
+    drifted = [r for r in status["resources"] if r["status"] == "OutOfSync"]
+    assert [(r["kind"], r["name"]) for r in drifted] == [("Deployment", "order-service")]
+    assert store.get("apps/v1", "Deployment", "order-service", dest)["spec"]["replicas"] == 2
+
+
+def test_missing_destination_namespace_fails_the_sync(store: ClusterStore, unique: str) -> None:
+    name = f"nons-{unique}"
+    store.create(_app(name, f"absent-{unique}", create_ns=False))
+    status = wait_until(
+        lambda: (s := _status(store, name)).get("operationState", {}).get("phase") == "Failed" and s
+    )
+    assert status["operationState"]["message"] == (
+        f'one or more objects failed to apply, reason: namespaces "absent-{unique}" not found'
+    )
+    assert status["sync"]["status"] == "OutOfSync"
+
+
+def test_unknown_repository_is_a_comparison_error(store: ClusterStore, unique: str) -> None:
+    name = f"norepo-{unique}"
+    store.create(_app(name, name, repo="https://github.com/example/does-not-exist.git"))
+    status = wait_until(lambda: (s := _status(store, name)).get("conditions") and s)
+    assert status["conditions"][0]["type"] == "ComparisonError"
+    assert "repository not found" in status["conditions"][0]["message"]
+    assert status["sync"]["status"] == "Unknown"
+
+
+def _git(*args: str, cwd: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(cwd),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, env=env, check=True, capture_output=True
+    )
+
+
+def _configmap(name: str) -> str:
+    return f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n"
+
+
+def test_plain_directory_prune_and_finalizer(
+    sandbox: Sandbox, store: ClusterStore, unique: str, tmp_path: Path
+) -> None:
+    url = f"https://github.com/example/plain-{unique}.git"
+    bare = gitrepos.mirror_path(sandbox.state_dir, url)
+    assert bare is not None
+    work = tmp_path / "work"
+    (work / "manifests").mkdir(parents=True)
+    (work / "manifests" / "a.yaml").write_text(_configmap("cm-a"))
+    (work / "manifests" / "b.yaml").write_text(_configmap("cm-b"))
+    _git("init", "-q", cwd=work)
+    _git("add", "-A", cwd=work)
+    _git("commit", "-q", "-m", "two", cwd=work)
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    _git("clone", "-q", "--bare", str(work), str(bare), cwd=tmp_path)
+    name, dest = f"plain-{unique}", f"plain-{unique}"
+    store.create(_app(name, dest, repo=url, path="manifests", finalizer=True))
+    status = _synced_healthy(store, name)
+    assert status["sourceType"] == "Directory"
+    assert {r["name"] for r in status["resources"]} == {"cm-a", "cm-b"}
+    # a new commit drops b.yaml: automated prune deletes cm-b after a refresh
+    (work / "manifests" / "b.yaml").unlink()
+    _git("commit", "-q", "-am", "drop b", cwd=work)
+    _git("push", "-q", str(bare), "HEAD:main", cwd=work)
+    app = store.get(*APP, name, "argocd")
+    app["metadata"].setdefault("annotations", {})["argocd.argoproj.io/refresh"] = "normal"
+    store.update(app)
+    wait_until(lambda: store.find("v1", "ConfigMap", "cm-b", dest) is None, what="cm-b pruned")
+    assert store.find("v1", "ConfigMap", "cm-a", dest) is not None
+    # P23: the resources finalizer deletes the app's resources before the Application goes
+    store.delete(*APP, name, "argocd")
+    wait_until(lambda: store.find(*APP, name, "argocd") is None, what="Application gone")
+    assert store.find("v1", "ConfigMap", "cm-a", dest) is None
