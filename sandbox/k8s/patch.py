@@ -499,6 +499,11 @@ def apply(
             others |= paths
     for p in sorted(prev - new_set - others, key=len, reverse=True):
         _remove(new, p)
+        # maps emptied by the removal go too (defaulting may fill them again, as in the apiserver)
+        parent = p[:-1] if p[-1] != "." else p[:-2]
+        while parent and _lookup(new, parent) == {} and parent not in new_set:
+            _remove(new, parent)
+            parent = parent[:-1]
     kept = [
         (e, paths)
         for e, paths in entries

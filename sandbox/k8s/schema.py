@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 from typing import Any
 
@@ -165,7 +166,10 @@ def default(rt: ResourceType, obj: dict[str, Any]) -> None:
             p.setdefault("protocol", "TCP")
             p.setdefault("targetPort", p.get("port"))
         if spec.get("clusterIP") != "None" and "clusterIP" not in spec:
-            n = abs(hash(obj["metadata"].get("name", ""))) % 65000
+            digest = hashlib.sha256(
+                f"{obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}".encode()
+            )
+            n = int(digest.hexdigest(), 16) % 65000
             spec["clusterIP"] = f"10.0.{n // 250}.{n % 250 + 2}"
             spec["clusterIPs"] = [spec["clusterIP"]]
         spec.setdefault("ipFamilies", ["IPv4"])
@@ -193,13 +197,18 @@ def default(rt: ResourceType, obj: dict[str, Any]) -> None:
         spec.setdefault("revisionHistoryLimit", 10)
         if rt.key == "apps/deployments":
             spec.setdefault("progressDeadlineSeconds", 600)
-            spec.setdefault(
-                "strategy",
-                {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
-            )
+            strategy = spec.setdefault("strategy", {})
+            strategy.setdefault("type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                rolling = strategy.setdefault("rollingUpdate", {})
+                rolling.setdefault("maxSurge", "25%")
+                rolling.setdefault("maxUnavailable", "25%")
         if rt.key == "apps/statefulsets":
             spec.setdefault("podManagementPolicy", "OrderedReady")
-            spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+            sts_strategy = spec.setdefault("updateStrategy", {})
+            sts_strategy.setdefault("type", "RollingUpdate")
+            if sts_strategy["type"] == "RollingUpdate":
+                sts_strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
         if rt.key == "apps/replicasets":
             spec.pop("revisionHistoryLimit", None)
     elif rt.key == "apiextensions.k8s.io/customresourcedefinitions" and isinstance(spec, dict):

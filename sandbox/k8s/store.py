@@ -1101,7 +1101,8 @@ def _okey(obj: dict[str, Any]) -> str:
 def _strip(obj: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(obj)
     out["metadata"].pop("resourceVersion", None)
-    out["metadata"].pop("managedFields", None)
+    for entry in out["metadata"].get("managedFields") or []:
+        entry.pop("time", None)
     return out
 
 
