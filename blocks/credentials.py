@@ -57,23 +57,30 @@ class AzureCredentials(Block):
     )
 
     subscription_id: str = Field(..., description="The Azure subscription to provision into.")
-    tenant_id: str | None = Field(None, description="Entra tenant (service principal or workload identity).")
-    client_id: str | None = Field(None, description="Application (client) id.")
-    client_secret: SecretStr | None = Field(None, description="Service principal secret.")
-    federated_token_file: str | None = Field(
-        None, description="Path of a federated (OIDC) token file: keyless CI via workload identity."
+    tenant_id: str | None = Field(
+        default=None, description="Entra tenant (service principal or workload identity)."
     )
-    arm_endpoint: str = Field(AZURE_ARM_ENDPOINT, description="Azure Resource Manager base URL.")
-    authority_host: str = Field(AZURE_AUTHORITY_HOST, description="Entra ID authority host.")
-    arm_scope: str = Field(ARM_SCOPE, description="Token scope for ARM.")
-    ca_bundle: str | None = Field(None, description="CA bundle to verify TLS with (the sandbox's CA).")
+    client_id: str | None = Field(default=None, description="Application (client) id.")
+    client_secret: SecretStr | None = Field(default=None, description="Service principal secret.")
+    federated_token_file: str | None = Field(
+        default=None, description="Path of a federated (OIDC) token file: keyless CI via workload identity."
+    )
+    arm_endpoint: str = Field(default=AZURE_ARM_ENDPOINT, description="Azure Resource Manager base URL.")
+    authority_host: str = Field(default=AZURE_AUTHORITY_HOST, description="Entra ID authority host.")
+    arm_scope: str = Field(default=ARM_SCOPE, description="Token scope for ARM.")
+    ca_bundle: str | None = Field(
+        default=None, description="CA bundle to verify TLS with (the sandbox's CA)."
+    )
     disable_instance_discovery: bool = Field(
-        False, description="Skip MSAL instance discovery (for an authority that is not a public cloud)."
+        default=False,
+        description="Skip MSAL instance discovery (for an authority that is not a public cloud).",
     )
     polling_interval: float | None = Field(
-        None, description="Seconds between LRO polls when the service sends no Retry-After."
+        default=None, description="Seconds between LRO polls when the service sends no Retry-After."
     )
-    retry_total: int | None = Field(None, description="azure-core retries of 408/429/5xx (default 10).")
+    retry_total: int | None = Field(
+        default=None, description="azure-core retries of 408/429/5xx (default 10)."
+    )
 
     @model_validator(mode="after")
     def _all_or_none(self) -> AzureCredentials:

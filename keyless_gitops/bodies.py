@@ -82,7 +82,7 @@ def federated_credential_body(issuer: str, subject: str) -> dict[str, Any]:
 
 def extension_settings(spec: EnvironmentSpec, client_id: str) -> dict[str, str]:
     """configurationSettings with the keys of the pinned version (P16), HA explicit (P17)."""
-    keys = spec.extension.keys
+    keys = spec.extension.key_map
     return {
         keys.workload_identity_enabled: "true",
         keys.workload_identity_client_id: client_id,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -43,6 +44,126 @@ def sandbox_serve(
     typer.echo(f"sandbox: serving https://127.0.0.1:{sb.port} (state in {sb.state_dir}); Ctrl-C stops it")
     typer.echo(f"sandbox: connection file {sb.state_dir / 'connection.json'}")
     sb.serve_forever()
+
+
+# -- up / kubeconfig (the provision path) ---------------------------------------------------------
+
+TARGET_HELP = "Where to provision: the local sandbox (default) or Azure (needs credentials)."
+
+
+def _prefect_defaults(state_dir: Path) -> None:
+    """Prefect settings for a CLI run, unless the user set them (read when prefect is imported)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Persisted results let `prefect flow-run retry` skip finished steps; ids only, never secrets.
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str((state_dir.parent / "results").resolve()))
+
+
+@app.command("up")
+def up(
+    env: Annotated[
+        str, typer.Option(help="Environment: dev (the recipe), staging, prod, or another name.")
+    ] = "dev",
+    target: Annotated[str, typer.Option(help=TARGET_HELP)] = "sandbox",
+    state_dir: Annotated[Path, typer.Option(help="The sandbox's state directory.")] = DEFAULT_STATE_DIR,
+) -> None:
+    """Provision the whole stack (idempotent: a second run changes nothing)."""
+    _prefect_defaults(state_dir)
+    from pydantic import ValidationError
+
+    from keyless_gitops.spec import preset
+
+    try:
+        spec = preset(env)
+    except ValidationError as exc:
+        typer.echo(f"error: environment {env!r} is not valid:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    from flows.provision import ProvisionResult, provision, summary_rows
+    from keyless_gitops.target import TargetError, open_target
+
+    try:
+        with open_target(_target_kind(target), state_dir=state_dir) as tgt:
+            typer.echo(f"keyless-gitops up --env {env}: {tgt.description}")
+            state = provision(
+                spec=spec,
+                credentials_block=tgt.credentials_block,
+                generate_missing_secrets=tgt.generate_missing_secrets,
+                return_state=True,
+            )
+    except TargetError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    run_id = state.state_details.flow_run_id
+    if not state.is_completed():
+        typer.echo(f"\nprovision {env} ended {state.name}: {state.message}", err=True)
+        typer.echo(f"retry only the unfinished steps with: prefect flow-run retry {run_id}", err=True)
+        _how_to_open(run_id)
+        raise typer.Exit(1)
+    result: ProvisionResult = state.result()
+    typer.echo("")
+    rows = summary_rows(result)
+    typer.echo(f"{'step':<22} {'change':<10} {'start s':>8} {'end s':>8}  resource")
+    for r in rows:
+        typer.echo(f"{r['step']:<22} {r['change']:<10} {r['start_s']:>8} {r['end_s']:>8}  {r['resource']}")
+    verdict = "every step unchanged" if result.unchanged else "done"
+    typer.echo(f"\nprovisioned {env}: {verdict}. Cluster {result.cluster} in {result.resource_group}.")
+    typer.echo(f"kubectl access: keyless-gitops kubeconfig --env {env} --target {target}")
+    _how_to_open(run_id)
+
+
+def _target_kind(target: str) -> Literal["sandbox", "azure"]:
+    if target not in ("sandbox", "azure"):
+        raise typer.BadParameter("use sandbox or azure", param_hint="--target")
+    return "sandbox" if target == "sandbox" else "azure"
+
+
+def _how_to_open(run_id: object) -> None:
+    typer.echo(
+        f"artifacts (step table + summary) are in flow run {run_id}: run `prefect server start` and open "
+        f"http://127.0.0.1:4200/runs/flow-run/{run_id} (or: prefect artifact ls)"
+    )
+
+
+@app.command("kubeconfig")
+def kubeconfig(
+    env: Annotated[str, typer.Option(help="Environment whose cluster to reach.")] = "dev",
+    target: Annotated[str, typer.Option(help=TARGET_HELP)] = "sandbox",
+    output: Annotated[
+        Path | None, typer.Option(help="Where to write it (default .state/kubeconfig-ENV).")
+    ] = None,
+    state_dir: Annotated[Path, typer.Option(help="The sandbox's state directory.")] = DEFAULT_STATE_DIR,
+) -> None:
+    """Write the cluster's kubeconfig for kubectl (a credential: mode 0600, never printed)."""
+    _prefect_defaults(state_dir)
+    from keyless_gitops.spec import preset
+    from keyless_gitops.target import TargetError, open_target
+    from tasks.aks import get_kubeconfig
+    from tasks.common import load_credentials
+
+    path = output or state_dir.parent / f"kubeconfig-{env}"
+    try:
+        with open_target(_target_kind(target), state_dir=state_dir) as tgt:
+            creds = load_credentials(tgt.credentials_block)
+            spec = preset(env).for_subscription(creds.subscription_id)
+            data = get_kubeconfig(creds, spec.names)
+            attached = "attached" in tgt.description
+    except TargetError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    write_private(path, data)
+    typer.echo(f"wrote {path} (mode 0600): kubectl --kubeconfig {path} get pods -A")
+    if target == "sandbox" and not attached:
+        typer.echo("the sandbox is not running now: start it with `keyless-gitops sandbox serve` for kubectl")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` readable by the owner only (created 0600, never world-readable in between)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(data)
+    os.replace(tmp, path)
 
 
 def main() -> None:

@@ -147,12 +147,12 @@ class ExtensionSpec(BaseModel):
         return v
 
     @property
-    def keys(self) -> ExtensionKeys:
+    def key_map(self) -> ExtensionKeys:
         return EXTENSION_KEYS[self.version]
 
     @model_validator(mode="after")
     def _no_foreign_keys(self) -> ExtensionSpec:
-        keys = self.keys
+        keys = self.key_map
         owned = {keys.workload_identity_enabled, keys.workload_identity_client_id, keys.high_availability}
         owned |= set(keys.fixed)
         clash = owned & set(self.extra_settings)
@@ -308,7 +308,7 @@ class EnvironmentSpec(BaseModel):
             pattern, rule = NAME_RULES[kind]
             if not pattern.match(rendered):
                 raise ValueError(f"{kind} name {rendered!r} breaks Azure's naming rule: {rule}")
-        keys = self.extension.keys
+        keys = self.extension.key_map
         if self.extension.high_availability and self.node_count < keys.ha_min_nodes:
             raise ValueError(
                 f"Argo CD HA with extension {self.extension.version} needs at least "

@@ -1,0 +1,118 @@
+"""Azure-side tasks on the sandbox with the real SDKs: end state, then a re-run that writes nothing."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from azure.mgmt.authorization import AuthorizationManagementClient
+from prefect import flow
+
+from keyless_gitops.spec import KEY_VAULT_SECRETS_USER, EnvironmentSpec
+from sandbox.server import Sandbox
+from tasks.aks import ClusterFacts
+from tasks.common import load_credentials
+from tasks.identity import IdentityFacts, ensure_federated_credential, ensure_identity
+from tasks.keyvault import ensure_key_vault
+from tasks.resource_group import ensure_resource_group
+from tasks.roles import ensure_identity_can_read_secrets
+
+Writes = Callable[[int], list[Any]]
+
+
+def test_resource_group_vault_identity_and_a_rerun_writes_nothing(
+    sandbox: Sandbox, creds_block: str, spec: EnvironmentSpec, writes_since: Writes
+) -> None:
+    rg = ensure_resource_group(spec, creds_block)
+    vault = ensure_key_vault(spec, creds_block, rg)
+    identity = ensure_identity(spec, creds_block, rg)
+    assert (rg.change, vault.change, identity.change) == ("created", "created", "created")
+    assert vault.id.lower() == spec.names.key_vault_id.lower()
+    assert vault.vault_uri.startswith("https://127.0.0.1:")
+    assert identity.client_id and identity.principal_id
+
+    seq = sandbox.ctx.journal.last_seq
+    again = [
+        ensure_resource_group(spec, creds_block),
+        ensure_key_vault(spec, creds_block, rg),
+        ensure_identity(spec, creds_block, rg),
+    ]
+    assert [f.change for f in again] == ["unchanged"] * 3
+    assert writes_since(seq) == []
+    assert again[2].client_id == identity.client_id
+
+
+def test_role_assignment_rides_out_principal_not_found_and_is_typed(
+    fresh_sandbox: Sandbox, creds_block: str, spec: EnvironmentSpec, writes_since: Writes
+) -> None:
+    """P2: right after the identity exists, ARM says PrincipalNotFound for a while; the task retries
+    within its budget, and sends principalType=ServicePrincipal (the sandbox rejects a mismatch)."""
+    fresh_sandbox.ctx.clock.overrides = {"propagation.principal": 1.5}
+    rg = ensure_resource_group(spec, creds_block)
+    vault = ensure_key_vault(spec, creds_block, rg)
+    identity = ensure_identity(spec, creds_block, rg)
+    seq = fresh_sandbox.ctx.journal.last_seq
+    reader = ensure_identity_can_read_secrets(spec, creds_block, vault, identity)
+    assert reader.change == "created"
+    puts = [e for e in writes_since(seq) if "roleassignments" in e.path.lower()]
+    assert puts[-1].status == 201
+    assert any(e.status == 400 for e in puts), "expected at least one PrincipalNotFound before success"
+
+    client = load_credentials(creds_block).get_client(AuthorizationManagementClient)
+    assignments = [
+        ra
+        for ra in client.role_assignments.list_for_scope(vault.id)
+        if ra.principal_id == identity.principal_id
+    ]
+    assert len(assignments) == 1
+    assert assignments[0].principal_type == "ServicePrincipal"
+    assert assignments[0].role_definition_id.endswith(KEY_VAULT_SECRETS_USER)
+
+    seq = fresh_sandbox.ctx.journal.last_seq
+    assert ensure_identity_can_read_secrets(spec, creds_block, vault, identity).change == "unchanged"
+    assert writes_since(seq) == []
+
+
+def test_federated_credential_writes_never_overlap(
+    sandbox: Sandbox, creds_block: str, spec: EnvironmentSpec, writes_since: Writes
+) -> None:
+    """P4: three credentials on one identity, submitted in parallel, are written one at a time
+    (a Prefect global concurrency limit keyed by the identity); the sandbox would answer 409 otherwise."""
+    rg = ensure_resource_group(spec, creds_block)
+    identity = ensure_identity(spec, creds_block, rg)
+    cluster = ClusterFacts(
+        step="cluster",
+        resource="stand-in",
+        id="/stand-in",
+        change="unchanged",
+        issuer_url="https://issuer.example/tenant/cluster/",
+        fqdn=None,
+        started=0.0,
+        ended=0.0,
+    )
+
+    @flow
+    def write_all(identity: IdentityFacts) -> list[str]:
+        futures = [
+            ensure_federated_credential.submit(
+                spec, creds_block, cluster, identity, name=name, subject=subject
+            )
+            for name, subject in spec.federated_subjects.items()
+        ]
+        return [f.result().change for f in futures]
+
+    seq = sandbox.ctx.journal.last_seq
+    assert write_all(identity) == ["created"] * 3
+    fic_writes = [e for e in writes_since(seq) if "federatedidentitycredentials" in e.path.lower()]
+    assert [e.status for e in fic_writes] == [201, 201, 201] or all(
+        e.status in (200, 201) for e in fic_writes
+    )
+    assert not any(e.status == 409 for e in fic_writes)
+    spans = sorted((e.ts - e.latency_ms / 1000, e.ts) for e in fic_writes)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, f"FIC writes overlapped: {spans}"
+
+    seq = sandbox.ctx.journal.last_seq
+    assert write_all(identity) == ["unchanged"] * 3
+    assert writes_since(seq) == []
