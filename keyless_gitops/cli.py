@@ -166,6 +166,13 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+# -- check / down (validation and teardown): keyless_gitops/cli_ops.py ---------------------------
+from keyless_gitops import cli_ops  # noqa: E402
+
+app.command("check")(cli_ops.check)
+app.command("down")(cli_ops.down)
+
+
 def main() -> None:
     app()
 
