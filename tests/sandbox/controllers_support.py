@@ -62,11 +62,17 @@ def kubeconfig(sb: Sandbox, name: str, tmp: Path) -> Path:
 
 
 def kubectl(
-    config: Path, *args: str, timeout: float = 60, check: bool = True
+    config: Path, *args: str, timeout: float = 60, check: bool = True, input_: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(config.parent), "KUBECONFIG": str(config)}
     proc = subprocess.run(
-        [str(KUBECTL), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        [str(KUBECTL), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+        input=input_,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sandbox.k8s.controllers import gitrepos
 from sandbox.k8s.store import ClusterStore
 from sandbox.server import Sandbox
-from tests.sandbox.controllers_support import make_cluster, wait_until
+from tests.sandbox.controllers_support import kubeconfig, kubectl, make_cluster, wait_until
 
 APP = ("argoproj.io/v1alpha1", "Application")
 STORE_DEMO = "https://github.com/Azure-Samples/aks-store-demo.git"
@@ -299,3 +300,54 @@ def test_plain_directory_prune_and_finalizer(
     store.delete(*APP, name, "argocd")
     wait_until(lambda: store.find(*APP, name, "argocd") is None, what="Application gone")
     assert store.find("v1", "ConfigMap", "cm-a", dest) is None
+
+
+def test_kubectl_waits_on_sync_and_health_not_on_a_synced_condition(
+    sandbox: Sandbox, store: ClusterStore, unique: str, tmp_path: Path
+) -> None:
+    """The recipe's step 10 Application through kubectl; P15: wait on status fields, not a condition."""
+    config = kubeconfig(sandbox, "aks-argocd", tmp_path)
+    name = f"sample-app-gitops-{unique}"
+    kubectl(config, "apply", "-f", "-", input_=yaml.safe_dump(_app(name, f"sample-{unique}")))
+    kubectl(
+        config,
+        "wait",
+        "--for=jsonpath={.status.sync.status}=Synced",
+        f"application/{name}",
+        "-n",
+        "argocd",
+        "--timeout=60s",
+    )
+    kubectl(
+        config,
+        "wait",
+        "--for=jsonpath={.status.health.status}=Healthy",
+        f"application/{name}",
+        "-n",
+        "argocd",
+        "--timeout=60s",
+    )
+    revision = kubectl(
+        config, "get", f"application/{name}", "-n", "argocd", "-o", "jsonpath={.status.sync.revision}"
+    ).stdout
+    assert len(revision) == 40
+    failed = kubectl(
+        config,
+        "wait",
+        "--for=condition=Synced",
+        f"application/{name}",
+        "-n",
+        "argocd",
+        "--timeout=2s",
+        check=False,
+    )
+    assert failed.returncode != 0  # the recipe's wait never succeeds (P15)
+    listed = kubectl(
+        config, "get", "deployments,statefulsets,services", "-n", f"sample-{unique}", "-o", "name"
+    )
+    kinds = [line.split("/")[0] for line in listed.stdout.split()]
+    assert (kinds.count("deployment.apps"), kinds.count("statefulset.apps"), kinds.count("service")) == (
+        7,
+        2,
+        7,
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -24,7 +25,7 @@ from azure.mgmt.resource.resources import ResourceManagementClient
 from sandbox.arm.testing import credential, mgmt_client
 from sandbox.k8s.store import ClusterStore
 from sandbox.server import Sandbox
-from tests.sandbox.controllers_support import deployment, make_cluster, wait_until
+from tests.sandbox.controllers_support import deployment, kubeconfig, kubectl, make_cluster, wait_until
 
 OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"  # Key Vault Secrets Officer
 USER = "4633458b-17de-408a-b874-0445c86b69e6"  # Key Vault Secrets User
@@ -45,6 +46,7 @@ class Chain:
     auth: AuthorizationManagementClient
     good: Any  # identity with Key Vault Secrets User at vault scope
     norole: Any  # identity without any role
+    cluster: str
 
 
 def _assign(
@@ -101,7 +103,9 @@ def chain(sandbox: Sandbox, conn: dict[str, Any]) -> Chain:
     good = msi.user_assigned_identities.create_or_update(group, "id-app", {"location": "eastus"})
     norole = msi.user_assigned_identities.create_or_update(group, "id-norole", {"location": "eastus"})
     _assign(auth, conn, vault.id, USER, good.principal_id)
-    return Chain(conn, store, issuer, group, vault_name, vault.id, msi, auth, good, norole)
+    return Chain(
+        conn, store, issuer, group, vault_name, vault.id, msi, auth, good, norole, f"aks-csi-{suffix}"
+    )
 
 
 def _fic(
@@ -231,7 +235,9 @@ def _assert_not_ready(st: ClusterStore, ns: str) -> None:
     )
 
 
-def test_keyless_chain_mounts_and_syncs_the_secret(chain: Chain, unique: str) -> None:
+def test_keyless_chain_mounts_and_syncs_the_secret(
+    sandbox: Sandbox, chain: Chain, unique: str, tmp_path: Path
+) -> None:
     ns = f"ok-{unique}"
     _fic(chain, "id-app", f"fic-{ns}", f"system:serviceaccount:{ns}:sample-app-sa")
     _deploy(chain, ns, client_id=chain.good.client_id)
@@ -269,6 +275,22 @@ def test_keyless_chain_mounts_and_syncs_the_secret(chain: Chain, unique: str) ->
 
     got = hashlib.sha256(base64.b64decode(secret["data"]["api-key"])).hexdigest()
     assert got == hashlib.sha256(SECRETS["api-key"].encode()).hexdigest()
+    # the recipe's validation with kubectl: the account, the pod status object, the synced Secret
+    config = kubeconfig(sandbox, chain.cluster, tmp_path)
+    sa_yaml = kubectl(config, "get", "serviceaccount", "sample-app-sa", "-n", ns, "-o", "yaml").stdout
+    assert f"azure.workload.identity/client-id: {chain.good.client_id}" in sa_yaml
+    ids = kubectl(
+        config,
+        "get",
+        "secretproviderclasspodstatuses",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.items[0].status.objects[*].id}",
+    ).stdout
+    assert sorted(ids.split()) == ["secret/api-key", "secret/database-connection-string"]
+    keys = kubectl(config, "get", "secret", "sample-app-secrets", "-n", ns, "-o", "jsonpath={.data}").stdout
+    assert "database-connection-string" in keys and "api-key" in keys
     # the synced Secret lives only while a pod mounts it (P12): scale to zero -> it is collected
     dep = st.get("apps/v1", "Deployment", "sample-app", ns)
     dep["spec"]["replicas"] = 0

@@ -6,13 +6,15 @@ kubelet ``makeEnvironmentVariables`` (CreateContainerConfigError texts), PITFALL
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sandbox.k8s.store import ClusterStore
 from sandbox.server import Sandbox
-from tests.sandbox.controllers_support import deployment, make_cluster, wait_until
+from tests.sandbox.controllers_support import deployment, kubeconfig, kubectl, make_cluster, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +182,41 @@ def test_deleting_a_deployment_removes_its_replicasets_and_pods(store: ClusterSt
     wait_until(lambda: len(_pods(store, ns)) == 2)
     store.delete("apps/v1", "Deployment", "gone", ns)
     wait_until(lambda: not _pods(store, ns) and not store.list("apps/v1", "ReplicaSet", ns)[0])
+
+
+# -- the same through the real kubectl and the real kubernetes client ---------------------------
+def test_kubectl_wait_for_condition_available(
+    sandbox: Sandbox, store: ClusterStore, ns: str, tmp_path: Path
+) -> None:
+    config = kubeconfig(sandbox, "aks-workloads", tmp_path)
+    manifest = yaml.safe_dump(deployment("kwait", ns, replicas=2))
+    kubectl(config, "apply", "-f", "-", input_=manifest)
+    out = kubectl(config, "wait", "--for=condition=Available", "deployment/kwait", "-n", ns, "--timeout=30s")
+    assert out.stdout.strip() == "deployment.apps/kwait condition met"
+    phases = kubectl(
+        config, "get", "pods", "-n", ns, "-l", "app=kwait", "-o", "jsonpath={.items[*].status.phase}"
+    )
+    assert phases.stdout.split() == ["Running", "Running"]
+
+
+def test_kubernetes_client_sees_create_container_config_error(
+    sandbox: Sandbox, store: ClusterStore, ns: str, tmp_path: Path
+) -> None:
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(str(kubeconfig(sandbox, "aks-workloads", tmp_path)))
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    env = [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]
+    apps.create_namespaced_deployment(ns, deployment("kc", ns, env=env))
+
+    def reason() -> str | None:
+        pods = core.list_namespaced_pod(ns, label_selector="app=kc").items
+        if not pods or not pods[0].status.container_statuses:
+            return None
+        waiting = pods[0].status.container_statuses[0].state.waiting
+        return f"{waiting.reason}: {waiting.message}" if waiting else None
+
+    assert wait_until(reason) == 'CreateContainerConfigError: secret "absent" not found'
+    dep = apps.read_namespaced_deployment_status("kc", ns)
+    available = next(c for c in dep.status.conditions if c.type == "Available")
+    assert (available.status, available.reason) == ("False", "MinimumReplicasUnavailable")
