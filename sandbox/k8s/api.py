@@ -263,6 +263,17 @@ async def _body(request: Request) -> Any:
     if not raw:
         return {}
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype == "application/vnd.kubernetes.protobuf":
+        from sandbox.k8s import protobuf
+
+        try:
+            return protobuf.decode(raw)
+        except protobuf.ProtobufError as exc:
+            from sandbox.k8s.store import UnsupportedMediaType
+
+            raise UnsupportedMediaType(
+                f"{exc}; accepted media types include: application/json, application/yaml"
+            ) from exc
     if "protobuf" in ctype or "cbor" in ctype:
         from sandbox.k8s.store import UnsupportedMediaType
 

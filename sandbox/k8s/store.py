@@ -473,6 +473,7 @@ class ClusterStore:
             schema.default(rt, obj)
             self._admit(rt, obj, None, "CREATE")
             obj = schema.validate(rt, obj, None, field_validation, warnings)
+            self._validate_meta(rt, obj)
             meta = obj["metadata"]
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now_iso()
@@ -560,6 +561,7 @@ class ClusterStore:
             if subresource is None:
                 self._admit(rt, new, current, "UPDATE")
             new = schema.validate(rt, new, current, field_validation, warnings)
+            self._validate_meta(rt, new)
             nmeta = new["metadata"]
             if managed_fields is not None:
                 nmeta["managedFields"] = managed_fields
@@ -963,6 +965,18 @@ class ClusterStore:
                     m2["metadata"].pop("finalizers", None)
                     self._really_delete(rt, m2)
         self._unregister_crd(name)
+
+    def _validate_meta(self, rt: ResourceType, obj: dict[str, Any]) -> None:
+        """ObjectMeta rules every kind shares (apimachinery ``ValidateObjectMeta``)."""
+        meta = obj["metadata"]
+        annotations = meta.get("annotations") or {}
+        size = sum(len(k) + len(str(v)) for k, v in annotations.items())
+        if size > 262144:
+            raise invalid(
+                rt,
+                meta.get("name", ""),
+                [("metadata.annotations", "FieldValueTooLong", "Too long: must have at most 262144 bytes")],
+            )
 
     def _validate_name(self, rt: ResourceType, name: str) -> None:
         if rt.key in {f"/{k}" for k in _LABEL_KINDS}:

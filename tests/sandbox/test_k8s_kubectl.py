@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import yaml
 
@@ -401,3 +402,67 @@ data: {a: b}
     )
     out = kubectl(cluster, "get", "ns", namespace, check=False)
     assert "not found" in out
+
+
+def test_recipe_typed_create_commands(cluster: dict[str, Any], unique: str) -> None:
+    """The recipe's ``kubectl create namespace/serviceaccount`` send protobuf bodies (kubectl 1.37)."""
+    namespace = f"sample-app-{unique}"
+    kubectl(cluster, "create", "namespace", namespace)
+    kubectl(cluster, "create", "serviceaccount", "sample-app-sa", "-n", namespace)
+    kubectl(
+        cluster,
+        "annotate",
+        "serviceaccount",
+        "sample-app-sa",
+        "-n",
+        namespace,
+        "azure.workload.identity/client-id=11111111-2222-3333-4444-555555555555",
+    )
+    kubectl(
+        cluster,
+        "label",
+        "serviceaccount",
+        "sample-app-sa",
+        "-n",
+        namespace,
+        "azure.workload.identity/use=true",
+    )
+    sa = yaml.safe_load(
+        kubectl(cluster, "get", "serviceaccount", "sample-app-sa", "-n", namespace, "-o", "yaml")
+    )
+    assert sa["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    kubectl(cluster, "create", "secret", "generic", "s", "-n", namespace, "--from-literal=k=v")
+    kubectl(cluster, "create", "configmap", "c", "-n", namespace, "--from-literal=k=v")
+    store = cluster["store"]
+    assert store.get("v1", "Secret", "s", namespace)["data"] == {"k": "dg=="}
+    assert store.get("v1", "ConfigMap", "c", namespace)["data"] == {"k": "v"}
+    token = kubectl(
+        cluster,
+        "create",
+        "token",
+        "sample-app-sa",
+        "-n",
+        namespace,
+        "--audience",
+        "api://AzureADTokenExchange",
+    ).strip()
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["sub"] == f"system:serviceaccount:{namespace}:sample-app-sa"
+    assert claims["aud"] == ["api://AzureADTokenExchange"]
+    kubectl(cluster, "delete", "namespace", namespace)
+    assert store.find("v1", "Namespace", namespace) is None
+
+
+def test_client_side_apply_of_a_huge_object_hits_the_annotation_limit(
+    cluster: dict[str, Any], unique: str
+) -> None:
+    """Client-side apply copies the object into an annotation, limited to 256 KiB in total
+    (apimachinery ValidateAnnotationsSize) -- why Argo CD's 400 KB Application CRD needs
+    ``kubectl apply --server-side``."""
+    namespace = ns(cluster, unique)
+    big = "x" * 300_000
+    manifest = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big, namespace: {namespace}}}\n"
+    manifest += f"data: {{k: {big}}}\n"
+    out = kubectl(cluster, "apply", "-f", "-", stdin=manifest, check=False)
+    assert "metadata.annotations: Too long: must have at most 262144 bytes" in out
+    assert "serverside-applied" in kubectl(cluster, "apply", "--server-side", "-f", "-", stdin=manifest)
