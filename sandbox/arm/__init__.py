@@ -39,7 +39,7 @@ ARM_AUDIENCE = "https://management.azure.com"
 API_VERSIONS: dict[str, tuple[str, ...]] = {
     "Microsoft.Resources": ("2025-04-01",),
     "Microsoft.ManagedIdentity": ("2024-11-30",),
-    "Microsoft.KeyVault": ("2026-05-15", "2026-04-01", "2026-05-15-preview"),
+    "Microsoft.KeyVault": ("2026-05-15", "2026-04-01", "2026-05-15-preview", "2026-03-01-preview"),
     "Microsoft.ContainerService": ("2026-08-01", "2025-07-01", "2023-05-01"),
     "Microsoft.Authorization": ("2022-04-01", "2020-10-01-preview"),
     "Microsoft.KubernetesConfiguration": ("2023-05-01",),

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import uuid
 from functools import cache
 from typing import Any
 
@@ -159,6 +160,7 @@ def _render(ctx: SandboxContext, rec: dict[str, Any], body: dict[str, Any], stat
             "type": "VirtualMachineScaleSets",
             "mode": "System",
             "maxPods": 110,
+            "enableEncryptionAtHost": False,
             **pool,
         }
         p.update(
@@ -167,7 +169,9 @@ def _render(ctx: SandboxContext, rec: dict[str, Any], body: dict[str, Any], stat
             currentOrchestratorVersion=pool.get("orchestratorVersion") or version,
             nodeImageVersion="AKSUbuntu-2204gen2containerd-202611.01.0",
             powerState={"code": "Running"},
+            eTag=uuid.uuid4().hex[:8],
         )
+        p.setdefault("upgradeSettings", {"maxSurge": "10%"})  # AKS's default for new pools
         pools.append(p)
     net = {
         "networkPlugin": "azure",
@@ -225,7 +229,16 @@ def _render(ctx: SandboxContext, rec: dict[str, Any], body: dict[str, Any], stat
         old = rec.get("identity") or {}
         identity["principalId"] = old.get("principalId") or _uuid_from(rec["id"], "principal")
         identity["tenantId"] = ctx.identity.tenant_id
+    if identity.get("type") == "UserAssigned":
+        for ident_id, value in (identity.get("userAssignedIdentities") or {}).items():
+            found = section(state(ctx).read(), "resources").get(ident_id.lower())
+            props_of = (found or {}).get("properties") or {}
+            value = dict(value or {})
+            value["principalId"] = props_of.get("principalId") or _uuid_from(ident_id, "principal")
+            value["clientId"] = props_of.get("clientId") or _uuid_from(ident_id, "client")
+            identity["userAssignedIdentities"][ident_id] = value
     rec["identity"] = identity
+    rec["eTag"] = uuid.uuid4().hex[:8]
     rec["properties"] = props
 
 
