@@ -38,7 +38,13 @@ from sandbox.tls import ensure_tls
 
 # The service modules, each exposing ``routes(ctx)``. Order matters only for overlapping paths:
 # the catch-all Entra routes (``/{tenant}/...``) come last.
-SERVICE_MODULES: list[str] = ["sandbox.arm", "sandbox.keyvault_data", "sandbox.k8s", "sandbox.k8s.controllers", "sandbox.entra"]
+SERVICE_MODULES: list[str] = [
+    "sandbox.arm",
+    "sandbox.keyvault_data",
+    "sandbox.k8s",
+    "sandbox.k8s.controllers",
+    "sandbox.entra",
+]
 
 CONNECTION_FILE = "connection.json"
 
