@@ -4,7 +4,9 @@ Every request: settle due long-running operations (:mod:`sandbox.arm.lro`), auth
 bearer token for ``https://management.azure.com`` (401 ``AuthenticationFailed`` /
 ``InvalidAuthenticationToken``...), check the subscription (404 ``SubscriptionNotFound``), find the
 route by path segments (case-insensitive), check ``api-version`` (400
-``MissingApiVersionParameter`` / ``InvalidApiVersionParameter``), then run the provider's handler.
+``MissingApiVersionParameter`` / ``InvalidApiVersionParameter``), check the caller's Azure RBAC
+for the request's action (403 ``AuthorizationFailed``; :func:`authorization.check_arm_access`),
+then run the provider's handler.
 Handlers raise :class:`~sandbox.arm.common.ArmError` for ARM's error envelope
 (``common-types/resource-management/v5/types.json`` ErrorResponse).
 
@@ -156,6 +158,7 @@ def routes(ctx: SandboxContext) -> list[BaseRoute]:
             caller_appid=caller.app_id,
         )
         try:
+            authorization.check_arm_access(req)
             return await spec.handler(req, caps)
         except ArmError as exc:
             return exc.response()

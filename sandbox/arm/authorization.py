@@ -494,3 +494,47 @@ def resolve(segments: list[str], method: str) -> tuple[RouteSpec, list[str]] | s
         if len(rest) == 1:
             return RouteSpec(frozenset({"GET"}), (), PROVIDER, _bind(get_definition, scope, rest[0])), []
     return None
+
+
+_VERBS = {"GET": "read", "HEAD": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}
+
+
+def arm_action(segments: list[str], method: str) -> tuple[str, str] | None:
+    """``(action, scope)`` ARM authorizes for a request, or None (operation polls need no role).
+
+    Actions follow ARM's ``{namespace}/{type}[/{subtype}]/{read|write|delete|<name>/action}``
+    (Azure RBAC "resource provider operations" reference).
+    """
+    low = [s.lower() for s in segments]
+    if "operations" in low or "operationresults" in low:
+        return None
+    provider_at = max((i for i, s in enumerate(low[:-1]) if s == "providers"), default=-1)
+    if provider_at < 0:
+        verb = _VERBS.get(method, "action")
+        scope = "/" + "/".join(segments)
+        return f"Microsoft.Resources/subscriptions/resourceGroups/{verb}", scope
+    namespace, after = segments[provider_at + 1], segments[provider_at + 2 :]
+    scope_segments = segments
+    if method == "POST" and len(after) % 2 == 1:
+        types = after[:-1:2]
+        action = (
+            f"{namespace}/{'/'.join(types)}/{after[-1]}/action"
+            if types
+            else f"{namespace}/{after[-1]}/action"
+        )
+        scope_segments = segments[:-1]
+    else:
+        types = after[0::2]
+        verb = "read" if len(after) % 2 == 1 else _VERBS.get(method, "action")
+        action = f"{namespace}/{'/'.join(types)}/{verb}"
+    return action, "/" + "/".join(scope_segments)
+
+
+def check_arm_access(req: ArmRequest) -> None:
+    """403 ``AuthorizationFailed`` unless the caller's roles grant the request's action at its scope."""
+    found = arm_action(req.segments, req.method)
+    if found is None:
+        return
+    action, scope = found
+    if not allowed(req.ctx, req.caller_oid, scope, action):
+        raise _authorization_failed(req, action, scope)

@@ -52,7 +52,8 @@ def test_group_delete_is_polled_through_location(
     entries = fresh_sandbox.ctx.journal.entries(since, service="arm")
     assert entries[0].method == "DELETE" and entries[0].status == 202
     polls = [e for e in entries if "/operationresults/" in e.path]
-    assert polls and polls[-1].status == 200 and all(p.api_version == "2025-04-01" for p in polls)
+    assert polls and polls[-1].status == 200, [(e.method, e.path[-40:], e.status) for e in entries]
+    assert all(p.api_version == "2025-04-01" for p in polls)
 
 
 def test_bad_requests_get_arm_400s_not_500s(conn: dict[str, Any], unique: str) -> None:

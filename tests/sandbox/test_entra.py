@@ -222,3 +222,35 @@ def test_new_federated_credential_propagates_after_a_window(
         cred.get_token("https://management.azure.com/.default")
     time.sleep(1.6)
     assert cred.get_token("https://management.azure.com/.default").token
+
+
+def test_workload_identity_token_gets_only_what_its_roles_grant_on_arm(
+    conn: dict[str, Any], issuer: Issuer, identity: Any, unique: str
+) -> None:
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.authorization import AuthorizationManagementClient
+
+    msi, group, ident = identity
+    subject = f"system:serviceaccount:arm-{unique}:sa"
+    props = {"issuer": issuer.url, "subject": subject, "audiences": [AUDIENCE]}
+    msi.federated_identity_credentials.create_or_update(group, ident.name, "fic-arm", {"properties": props})
+    wi = _assertion_credential(conn, ident.client_id, lambda: issuer.token(subject))
+    as_wi = mgmt_client(ResourceManagementClient, conn, cred=wi)
+    with pytest.raises(HttpResponseError) as err:
+        as_wi.resource_groups.get(group)
+    assert err.value.status_code == 403 and err.value.error.code == "AuthorizationFailed"
+    sub = conn["subscription_id"]
+    mgmt_client(AuthorizationManagementClient, conn).role_assignments.create(
+        f"/subscriptions/{sub}/resourceGroups/{group}",
+        str(uuid.uuid4()),
+        {
+            "role_definition_id": f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/"
+            "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+            "principal_id": ident.principal_id,
+            "principal_type": "ServicePrincipal",
+        },
+    )
+    assert as_wi.resource_groups.get(group).name == group  # Reader reads
+    with pytest.raises(HttpResponseError) as err:
+        as_wi.resource_groups.create_or_update(group, {"location": "eastus"})
+    assert err.value.status_code == 403
