@@ -351,3 +351,23 @@ def test_kubectl_waits_on_sync_and_health_not_on_a_synced_condition(
         2,
         7,
     )
+
+
+def test_uninstalling_with_a_finalized_application_hangs_like_p23(sandbox: Sandbox) -> None:
+    """P23: delete the extension before its Applications and nobody runs their finalizer any more."""
+    st = make_cluster(sandbox, "aks-argo-p23", nodes=2)
+    _install(sandbox, st, "1.0.0-preview", {"redis-ha.enabled": "false"})
+    st.create(_app("stuck", "stuck-dest", finalizer=True))
+    _synced_healthy(st, "stuck")
+    sandbox.ctx.services["k8s.extensions"].delete_extension(st, "argocd")
+    app = wait_until(
+        lambda: (a := st.find(*APP, "stuck", "argocd")) and a["metadata"].get("deletionTimestamp") and a
+    )
+    assert app["metadata"]["finalizers"] == ["resources-finalizer.argocd.argoproj.io"]
+    ns = st.get("v1", "Namespace", "argocd")
+    assert ns["status"]["phase"] == "Terminating"
+    assert st.find("apps/v1", "Deployment", "store-front", "stuck-dest") is not None  # resources stay
+    # the way out the pipeline takes (teardown deletes Applications first): drop the finalizer by hand
+    app["metadata"]["finalizers"] = []
+    st.update(app)
+    wait_until(lambda: st.find("v1", "Namespace", "argocd") is None, what="argocd namespace gone")

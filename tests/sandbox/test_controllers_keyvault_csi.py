@@ -423,3 +423,19 @@ def test_pod_label_matters_for_the_webhook_not_for_the_csi_mount(chain: Chain, u
     pod = wait_until(lambda: _pod(chain.store, labelled_ns))
     env = {e["name"] for e in pod["spec"]["containers"][0].get("env", [])}
     assert {"AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE"} <= env
+
+
+def test_fresh_federated_credential_propagates_then_the_mount_heals(
+    fresh_sandbox: Sandbox, chain: Chain, unique: str
+) -> None:
+    # P6: right after FIC creation the exchange fails with AADSTS70021; the kubelet retries with backoff
+    fresh_sandbox.ctx.clock.overrides = {"propagation.federated_credential": 1.5}
+    ns = f"prop-{unique}"
+    _fic(chain, "id-app", f"fic-{ns}", f"system:serviceaccount:{ns}:sample-app-sa")
+    _deploy(chain, ns, client_id=chain.good.client_id)
+    _failed_mount(chain.store, ns, "AADSTS70021")
+    wait_until(
+        lambda: (p := _pod(chain.store, ns)) and p["status"].get("phase") == "Running",
+        timeout=15,
+        what="mount healed after the propagation window",
+    )

@@ -220,3 +220,54 @@ def test_kubernetes_client_sees_create_container_config_error(
     dep = apps.read_namespaced_deployment_status("kc", ns)
     available = next(c for c in dep.status.conditions if c.type == "Available")
     assert (available.status, available.reason) == ("False", "MinimumReplicasUnavailable")
+
+
+def test_modelled_image_pull_and_start_time(fresh_sandbox: Sandbox, store: ClusterStore, ns: str) -> None:
+    """At time_scale > 0 pods spend the modelled pull + start time in ContainerCreating."""
+    fresh_sandbox.ctx.clock.overrides = {"pod.image_pull": 0.6, "pod.start": 0.2}
+    store.create(deployment("slow", ns))
+    pod = wait_until(
+        lambda: (p := _pods(store, ns)) and (p[0].get("status") or {}).get("containerStatuses") and p[0]
+    )
+    assert pod["status"]["phase"] == "Pending"
+    assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
+    dep = store.get("apps/v1", "Deployment", "slow", ns)
+    assert _cond(dep, "Available")["status"] == "False"
+    assert _cond(dep, "Progressing")["reason"] in ("NewReplicaSetCreated", "ReplicaSetUpdated")
+    wait_until(
+        lambda: _cond(store.get("apps/v1", "Deployment", "slow", ns), "Available").get("status") == "True",
+        timeout=5,
+    )
+    events = {e["reason"] for e in store.list("v1", "Event", ns)[0]}
+    assert {
+        "Scheduled",
+        "Pulling",
+        "Pulled",
+        "Created",
+        "Started",
+        "SuccessfulCreate",
+        "ScalingReplicaSet",
+    } <= events
+
+
+def test_controllers_resume_after_a_restart(tmp_path: Path) -> None:
+    """State survives a restart; controllers pick up persisted clusters and keep reconciling."""
+    with Sandbox(tmp_path / "sb") as first:
+        st = make_cluster(first, "aks-restart")
+        st.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}})
+        st.create(deployment("before", "app"))
+        wait_until(
+            lambda: (
+                _cond(st.get("apps/v1", "Deployment", "before", "app"), "Available").get("status") == "True"
+            )
+        )
+    with Sandbox(tmp_path / "sb") as second:
+        svc = second.ctx.services["k8s"]
+        st2 = svc.store(next(iter(svc.clusters())))
+        assert _cond(st2.get("apps/v1", "Deployment", "before", "app"), "Available")["status"] == "True"
+        st2.create(deployment("after", "app"))
+        wait_until(
+            lambda: (
+                _cond(st2.get("apps/v1", "Deployment", "after", "app"), "Available").get("status") == "True"
+            )
+        )

@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from sandbox.k8s.controllers._base import (
+    ApiError,
     Conflict,
     KubeApi,
     NotFound,
@@ -253,12 +254,13 @@ class KeyVaultCsiProvider:
             files = await asyncio.to_thread(fetch_secrets, plan, self.chain)
             self._publish(pod, vol, plan, files)
             m.mounted, m.message = True, ""
-        except MountError as exc:
+        except (MountError, ApiError) as exc:
             m.attempts += 1
+            text = exc.message if isinstance(exc, ApiError) else str(exc)
             m.message = (
                 f'MountVolume.SetUp failed for volume "{vol["name"]}" : rpc error: code = Unknown desc = '
                 f"failed to mount secrets store objects for pod {md['namespace']}/{md['name']}, err: "
-                f"rpc error: code = Unknown desc = failed to mount objects, error: {exc}"
+                f"rpc error: code = Unknown desc = failed to mount objects, error: {text}"
             )
             delay = min(BACKOFF_INITIAL * 2 ** (m.attempts - 1), self._backoff_cap())
             m.next_try = time.monotonic() + delay
@@ -275,9 +277,10 @@ class KeyVaultCsiProvider:
                     host=self.node_for(live),
                 )
                 self.requeue_pod(md["namespace"], md["name"], delay)
+        else:
+            self.requeue_pod(md["namespace"], md["name"], 0.0)  # mounted: the kubelet starts the containers
         finally:
             m.in_flight = False
-        self.requeue_pod(md["namespace"], md["name"], 0.0)
 
     def _backoff_cap(self) -> float:
         scale = float(getattr(self.clock, "time_scale", 1.0))
