@@ -32,7 +32,7 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import yaml
@@ -735,8 +735,9 @@ class ApiServer:
                 for obj in initial:
                     yield line("ADDED", _versioned(rt, obj))
                 for ev in replay:
-                    if matches(ev.object):
-                        yield line(ev.type, _versioned(rt, ev.object))
+                    type_ = _filtered_type(ev, matches)
+                    if type_:
+                        yield line(type_, _versioned(rt, ev.object))
                 if send_initial and bookmarks:
                     yield line("BOOKMARK", _bookmark(rt, start_rv, initial_end=True))
                 deadline = time.monotonic() + timeout
@@ -753,8 +754,9 @@ class ApiServer:
                         continue
                     if ev.resource_version <= start_rv:
                         continue
-                    if matches(ev.object):
-                        yield line(ev.type, _versioned(rt, ev.object))
+                    type_ = _filtered_type(ev, matches)
+                    if type_:
+                        yield line(type_, _versioned(rt, ev.object))
             finally:
                 sub.close()
 
@@ -763,6 +765,20 @@ class ApiServer:
             media_type="application/json",
             headers={"Transfer-Encoding": "chunked", "Cache-Control": "no-cache"},
         )
+
+
+def _filtered_type(ev: WatchEvent, matches: Callable[[dict[str, Any]], bool]) -> str | None:
+    """The event type a filtered watch reports: an object entering the selection is ADDED, one
+    leaving it DELETED (the apiserver's watch cache does the same), others pass or are dropped."""
+    now = matches(ev.object)
+    if ev.type != "MODIFIED" or ev.old is None:
+        return ev.type if now else None
+    before = matches(ev.old)
+    if now and not before:
+        return "ADDED"
+    if before and not now:
+        return "DELETED"
+    return ev.type if now else None
 
 
 def _versioned(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,8 @@ Watching (controllers)
         events are put on ``subscription.queue`` (an ``asyncio.Queue``) of ``loop`` (default:
         the running loop) from any thread. ``subscription.close()`` stops either kind.
     :class:`WatchEvent` has ``type`` (ADDED/MODIFIED/DELETED), ``object`` (a copy), ``rtype``
-    (:class:`ResourceType`) and ``resource_version`` (int).
+    (:class:`ResourceType`), ``resource_version`` (int) and, for updates, ``old`` (the object
+    before). Events are also kept (last 5000) so an HTTP watch can resume from a resourceVersion.
 
 Admission
     ``add_mutator(api_version, kind, fn, operations=("CREATE",))`` -- ``fn(obj, operation, store)``
@@ -204,6 +205,7 @@ class WatchEvent:
     object: dict[str, Any]
     rtype: ResourceType
     resource_version: int
+    old: dict[str, Any] | None = None  # MODIFIED: the object before the change
 
 
 @dataclass(eq=False)
@@ -306,9 +308,10 @@ class ClusterStore:
         return int(self.state.read().get("rv", 0))
 
     def _next_rv(self) -> int:
-        with self.state.change() as data:
-            data["rv"] = int(data.get("rv", 0)) + 1
-            return int(data["rv"])
+        """The next resourceVersion; saved by the ``_put``/``_remove`` that always follows."""
+        data = self.state.read()  # the live document (store lock held): saved with the next change
+        data["rv"] = int(data.get("rv", 0)) + 1
+        return int(data["rv"])
 
     def _bucket(self, rt: ResourceType) -> dict[str, dict[str, Any]]:
         return self._file(rt).read().get("objects", {}).get(rt.key, {})
@@ -316,10 +319,16 @@ class ClusterStore:
     def _put(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         with self._file(rt).change() as data:
             data.setdefault("objects", {}).setdefault(rt.key, {})[_okey(obj)] = obj
+        if self._file(rt) is not self.state:
+            with self.state.change():
+                pass  # the resourceVersion counter
 
     def _remove(self, rt: ResourceType, okey: str) -> None:
         with self._file(rt).change() as data:
             data.setdefault("objects", {}).setdefault(rt.key, {}).pop(okey, None)
+        if self._file(rt) is not self.state:
+            with self.state.change():
+                pass
 
     # -- reads ----------------------------------------------------------------------------------
     def find(
@@ -581,7 +590,7 @@ class ClusterStore:
             rv = self._next_rv()
             nmeta["resourceVersion"] = str(rv)
             self._put(rt, new)
-            self._emit("MODIFIED", rt, new, rv)
+            self._emit("MODIFIED", rt, new, rv, old=current)
             if rt.key == CRD_KEY:
                 self._crd_changed(new)
             return self._out(rt, new)
@@ -811,8 +820,8 @@ class ClusterStore:
     # -- deletion machinery ---------------------------------------------------------------------
     def _really_delete(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
-        self._remove(rt, _okey(obj))
         rv = self._next_rv()
+        self._remove(rt, _okey(obj))
         meta["resourceVersion"] = str(rv)
         self._emit("DELETED", rt, obj, rv)
         if rt.key == CRD_KEY:
@@ -1042,8 +1051,10 @@ class ClusterStore:
                 v.fn(obj, old, op, self)
 
     # -- watch ----------------------------------------------------------------------------------
-    def _emit(self, type_: str, rt: ResourceType, obj: dict[str, Any], rv: int) -> None:
-        event = WatchEvent(type_, self._out(rt, obj), rt, rv)
+    def _emit(
+        self, type_: str, rt: ResourceType, obj: dict[str, Any], rv: int, old: dict[str, Any] | None = None
+    ) -> None:
+        event = WatchEvent(type_, self._out(rt, obj), rt, rv, old)
         self._history.append(event)
         for sub in list(self._subs):
             sub.deliver(event)
