@@ -371,3 +371,89 @@ def test_uninstalling_with_a_finalized_application_hangs_like_p23(sandbox: Sandb
     app["metadata"]["finalizers"] = []
     st.update(app)
     wait_until(lambda: st.find("v1", "Namespace", "argocd") is None, what="argocd namespace gone")
+
+
+def test_extension_through_arm_installs_fails_on_ha_and_uninstalls(
+    conn: dict[str, Any], unique: str, tmp_path: Path
+) -> None:
+    """The whole path: azure-mgmt-containerservice cluster, azure-mgmt-kubernetesconfiguration extension,
+    kubectl with the kubeconfig ARM returns (P16, P17)."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.containerservice import ContainerServiceClient
+    from azure.mgmt.kubernetesconfiguration import SourceControlConfigurationClient
+    from azure.mgmt.resource.resources import ResourceManagementClient
+
+    from sandbox.arm.testing import mgmt_client
+
+    group = f"rg-argo-{unique}"
+    mgmt_client(ResourceManagementClient, conn).resource_groups.create_or_update(
+        group, {"location": "eastus"}
+    )
+    aks = mgmt_client(ContainerServiceClient, conn)
+    aks.managed_clusters.begin_create_or_update(
+        group,
+        "aks-gitops",
+        {
+            "location": "eastus",
+            "identity": {"type": "SystemAssigned"},
+            "properties": {
+                "dnsPrefix": "aks-gitops",
+                "agentPoolProfiles": [
+                    {"name": "system", "count": 2, "vmSize": "Standard_D2s_v5", "mode": "System"}
+                ],
+                "oidcIssuerProfile": {"enabled": True},
+                "securityProfile": {"workloadIdentity": {"enabled": True}},
+            },
+        },
+    ).result(timeout=60)
+    config = tmp_path / "kubeconfig"
+    config.write_bytes(
+        aks.managed_clusters.list_cluster_user_credentials(group, "aks-gitops").kubeconfigs[0].value
+    )
+    ext = mgmt_client(SourceControlConfigurationClient, conn)
+    args = (group, "Microsoft.ContainerService", "managedClusters", "aks-gitops", "argocd")
+    base = {
+        "extensionType": "Microsoft.ArgoCD",
+        "autoUpgradeMinorVersion": False,
+        "releaseTrain": "preview",
+        "version": "1.0.0-preview",
+    }
+    try:  # at time_scale 0 the operation ends in the first response; later it fails while polled
+        failed = ext.extensions.begin_create(*args, {"properties": base}).result(timeout=60)
+        message = failed.error_info.message
+    except HttpResponseError as exc:
+        message = str(exc)
+    assert "Helm installation failed: context deadline exceeded" in message
+    assert ext.extensions.get(*args).provisioning_state == "Failed"
+    settings = {
+        "redis-ha.enabled": "false",
+        "azure.workloadIdentity.enabled": "true",
+        "azure.workloadIdentity.clientId": "0000aaaa-0000-0000-0000-000000000002",
+    }
+    done = ext.extensions.begin_create(
+        *args, {"properties": {**base, "configurationSettings": settings}}
+    ).result(timeout=60)
+    assert done.provisioning_state == "Succeeded"
+    annotation = kubectl(
+        config,
+        "get",
+        "serviceaccount",
+        "argocd-repo-server",
+        "-n",
+        "argocd",
+        "-o",
+        "jsonpath={.metadata.annotations.azure\\.workload\\.identity/client-id}",
+    ).stdout
+    assert annotation == "0000aaaa-0000-0000-0000-000000000002"
+    kubectl(
+        config,
+        "wait",
+        "--for=condition=Available",
+        "deployment/argocd-server",
+        "-n",
+        "argocd",
+        "--timeout=30s",
+    )
+    ext.extensions.begin_delete(*args).result(timeout=60)
+    gone = kubectl(config, "get", "namespace", "argocd", check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
