@@ -261,7 +261,9 @@ class Entra:
                 50027,
                 "JWT token is invalid or malformed.",
             )
-        from sandbox.arm import directory  # here: sandbox.arm imports this module
+        from sandbox.arm import directory, lro  # here: sandbox.arm imports this module
+
+        lro.settle_all(self.ctx)  # e.g. a finished resource group delete took the identity along
 
         identity = directory.identity_by_client_id(self.ctx, client_id)
         if identity is None:

@@ -149,3 +149,18 @@ def test_group_delete_removes_clusters(
     with pytest.raises(ResourceNotFoundError):
         aks.managed_clusters.get(group, "aks-c")
     _ = threading  # (threads are used by the FIC race test)
+
+
+def test_create_at_a_nonzero_time_scale_is_polled_with_retry_after(
+    fresh_sandbox: Sandbox, aks: ContainerServiceClient, group: str
+) -> None:
+    ctx = fresh_sandbox.ctx
+    ctx.clock.time_scale = 0.005  # AKS create: 300 s -> 1.5 s
+    since = ctx.journal.last_seq
+    mc = aks.managed_clusters.begin_create_or_update(group, "aks-scaled", cluster_body()).result(timeout=60)
+    assert mc.provisioning_state == "Succeeded"
+    entries = ctx.journal.entries(since, service="arm")
+    put = next(e for e in entries if e.method == "PUT")
+    polls = [e for e in entries if "/operations/" in e.path]
+    assert put.status == 201 and len(polls) >= 1
+    assert polls[-1].ts - put.ts >= 1.0  # polled at Retry-After pace (>= 1 s), not 0 and not 30 s
