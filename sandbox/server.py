@@ -249,6 +249,8 @@ def _free_port() -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket() as s:
+        # as uvicorn binds: connections of the previous run in TIME_WAIT must not cost the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
