@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox.clusters import ClusterEndpoints
 from sandbox.context import SandboxContext
-from sandbox.k8s.store import AlreadyExists, ClusterStore, NotFound
+from sandbox.k8s.store import AlreadyExists, ClusterStore, Forbidden, NotFound, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,28 @@ class K8sService:
                 self._stores[key] = ClusterStore(
                     key=key, state=self.ctx.state(f"k8s-{key}"), crd_state=self.ctx.state(f"k8s-{key}-crds")
                 )
+                new_store = self._stores[key]
+                new_store.subscribe(
+                    lambda ev: self._publish_root_ca(new_store, ev), api_version="v1", kind="Namespace"
+                )
                 for hook in self._cluster_hooks:
                     hook(self._stores[key])
             return self._stores[key]
+
+    def _publish_root_ca(self, store: ClusterStore, event: WatchEvent) -> None:
+        """kube-controller-manager's root-ca-cert-publisher: ``kube-root-ca.crt`` in every namespace."""
+        meta = event.object["metadata"]
+        if event.type != "ADDED" or meta.get("deletionTimestamp"):
+            return
+        with contextlib.suppress(AlreadyExists, NotFound, Forbidden):
+            store.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "kube-root-ca.crt", "namespace": meta["name"]},
+                    "data": {"ca.crt": self.ctx.tls.ca_bundle.read_text()},
+                }
+            )
 
     def stores(self) -> list[ClusterStore]:
         return [self.store(k) for k in self.clusters()]

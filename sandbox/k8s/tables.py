@@ -33,6 +33,39 @@ _COLUMNS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+def _containers(obj: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    spec = obj.get("spec") or {}
+    if path == "template":
+        spec = ((spec.get("template") or {}).get("spec")) or {}
+    return [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+
+
+def _selector(obj: dict[str, Any]) -> str:
+    sel = ((obj.get("spec") or {}).get("selector")) or {}
+    labels = sel.get("matchLabels", sel) if isinstance(sel, dict) else {}
+    return ",".join(f"{k}={v}" for k, v in labels.items() if isinstance(v, str)) or "<none>"
+
+
+# columns after Age: (name, priority, cell); priority 1 shows with ``-o wide``
+_AFTER_AGE: dict[str, list[tuple[str, int, Any]]] = {
+    "/pods": [
+        ("IP", 1, lambda o: (o.get("status") or {}).get("podIP") or "<none>"),
+        ("Node", 1, lambda o: (o.get("spec") or {}).get("nodeName") or "<none>"),
+        ("Nominated Node", 1, lambda o: "<none>"),
+        ("Readiness Gates", 1, lambda o: "<none>"),
+    ],
+    "/nodes": [
+        ("Version", 0, lambda o: ((o.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")),
+    ],
+    "apps/deployments": [
+        ("Containers", 1, lambda o: ",".join(c.get("name", "") for c in _containers(o, "template"))),
+        ("Images", 1, lambda o: ",".join(c.get("image", "") for c in _containers(o, "template"))),
+        ("Selector", 1, _selector),
+    ],
+    "/services": [("Selector", 1, _selector)],
+}
+
+
 def human_duration(seconds: float) -> str:
     s = int(max(0, seconds))
     if s < 120:
@@ -171,6 +204,8 @@ def _columns(rt: ResourceType) -> list[dict[str, Any]]:
     for name, typ in _COLUMNS.get(rt.key, []):
         cols.append({"name": name, "type": typ, "format": "", "description": name, "priority": 0})
     cols.append({"name": "Age", "type": "string", "format": "", "description": "", "priority": 0})
+    for name, priority, _ in _AFTER_AGE.get(rt.key, []):
+        cols.append({"name": name, "type": "string", "format": "", "description": name, "priority": priority})
     return cols
 
 
@@ -185,6 +220,7 @@ def to_table(rt: ResourceType, items: list[dict[str, Any]], rv: int, *, list_: b
                 rt.crd and any(c.get("jsonPath") == ".metadata.creationTimestamp" for c in rt.printer_columns)
             ):
                 cells.append(_age(obj))
+            cells += [cell(obj) for _, _, cell in _AFTER_AGE.get(rt.key, [])]
         rows.append(
             {
                 "cells": cells,
