@@ -36,5 +36,5 @@ class StateFile:
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self._data, indent=1, sort_keys=True))
+        tmp.write_text(json.dumps(self._data, separators=(",", ":")))
         os.replace(tmp, self.path)
