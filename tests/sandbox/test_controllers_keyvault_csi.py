@@ -439,3 +439,27 @@ def test_fresh_federated_credential_propagates_then_the_mount_heals(
         timeout=15,
         what="mount healed after the propagation window",
     )
+
+
+def test_without_the_addon_the_csi_driver_is_not_registered(sandbox: Sandbox, unique: str) -> None:
+    st = make_cluster(sandbox, f"aks-noaddon-{unique}", keyvault=False)
+    st.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}})
+    volumes = [
+        {
+            "name": "secrets-store",
+            "csi": {
+                "driver": "secrets-store.csi.k8s.io",
+                "readOnly": True,
+                "volumeAttributes": {"secretProviderClass": "x"},
+            },
+        }
+    ]
+    st.create(deployment("app", "app", volumes=volumes))
+    msg = _failed_mount(st, "app", "not found in the list of registered CSI drivers")
+    assert msg == (
+        'MountVolume.SetUp failed for volume "secrets-store" : kubernetes.io/csi: mounter.SetUpAt '
+        "failed to get CSI client: driver name secrets-store.csi.k8s.io not found in the list of "
+        "registered CSI drivers"
+    )
+    pod = _pod(st, "app")
+    assert pod is not None and pod["status"]["phase"] == "Pending"

@@ -193,6 +193,8 @@ def test_kubectl_wait_for_condition_available(
     kubectl(config, "apply", "-f", "-", input_=manifest)
     out = kubectl(config, "wait", "--for=condition=Available", "deployment/kwait", "-n", ns, "--timeout=30s")
     assert out.stdout.strip() == "deployment.apps/kwait condition met"
+    rollout = kubectl(config, "rollout", "status", "deployment/kwait", "-n", ns, "--timeout=10s")
+    assert rollout.stdout.strip() == 'deployment "kwait" successfully rolled out'
     phases = kubectl(
         config, "get", "pods", "-n", ns, "-l", "app=kwait", "-o", "jsonpath={.items[*].status.phase}"
     )
@@ -271,3 +273,29 @@ def test_controllers_resume_after_a_restart(tmp_path: Path) -> None:
                 _cond(st2.get("apps/v1", "Deployment", "after", "app"), "Available").get("status") == "True"
             )
         )
+
+
+def test_missing_secret_volume_is_a_failed_mount_until_the_secret_exists(
+    store: ClusterStore, ns: str
+) -> None:
+    store.create(deployment("vol", ns, volumes=[{"name": "certs", "secret": {"secretName": "tls"}}]))
+
+    def failed_mount() -> str | None:
+        return next(
+            (e["message"] for e in store.list("v1", "Event", ns)[0] if e["reason"] == "FailedMount"), None
+        )
+
+    assert wait_until(failed_mount) == 'MountVolume.SetUp failed for volume "certs" : secret "tls" not found'
+    pod = _pods(store, ns)[0]
+    assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
+    store.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "tls", "namespace": ns},
+            "data": {"tls.crt": "eA=="},
+        }
+    )
+    wait_until(
+        lambda: _cond(store.get("apps/v1", "Deployment", "vol", ns), "Available").get("status") == "True"
+    )

@@ -232,6 +232,7 @@ class KeyVaultCsiProvider:
                     "mounter.SetUpAt failed to get CSI client: "
                     f"driver name {DRIVER} not found in the list of registered CSI drivers"
                 ),
+                retry_after=10.0,
             )
         key = (pod["metadata"]["uid"], name)
         m = self.mounts.setdefault(key, _Mount())
@@ -350,7 +351,10 @@ class KeyVaultCsiProvider:
         """SecretProviderClassPodStatus + secretObjects sync (the driver's two writes on success)."""
         md = pod["metadata"]
         ns, spc_name = md["namespace"], plan.spc["metadata"]["name"]
-        node = self.node_for(pod)
+        live = self.api.get("v1", "Pod", ns, md["name"])
+        if live is None or live["metadata"].get("uid") != md["uid"]:
+            raise MountError(f"pod {ns}/{md['name']} is gone")  # deleted while the chain ran
+        node = self.node_for(live)
         status_name = f"{md['name']}-{ns}-{spc_name}"
         by_file = {f: (v, ver) for f, v, ver in files}
         # sync first: a secretObjects entry naming an object that was not mounted fails the mount

@@ -56,6 +56,7 @@ class VolumeState:
 
     ready: bool
     message: str = ""  # the FailedMount event text when not ready
+    retry_after: float | None = None  # set: the kubelet records the event and retries (else the plugin does)
 
 
 VolumeChecker = Callable[[Obj, dict[str, Any]], VolumeState | None]
@@ -682,7 +683,20 @@ class WorkloadController:
             )
             status["containerStatuses"] = waiting("ContainerCreating", None)
             self._write_pod_status(pod, status)
-            return None  # the volume plugin requeues the pod when its mount state changes
+            if pending_volume.retry_after is None:
+                return None  # the volume plugin records its events and requeues the pod itself
+            if pending_volume.message:
+                record_event(
+                    self.api,
+                    pod,
+                    type_="Warning",
+                    reason="FailedMount",
+                    message=pending_volume.message,
+                    component="kubelet",
+                    clock=self.clock,
+                    host=node,
+                )
+            return pending_volume.retry_after
         set_condition(conditions, "PodReadyToStartContainers", "True", "", "", now)
         set_condition(conditions, "Initialized", "True", "", "", now)
         status.setdefault("podIP", _pod_ip(uid))
@@ -811,6 +825,7 @@ class WorkloadController:
                 return VolumeState(
                     ready=False,
                     message=f'MountVolume.SetUp failed for volume "{name}" : {label} "{ref}" not found',
+                    retry_after=10.0,
                 )
             return VolumeState(ready=True)
         for checker in self.volume_checkers:
