@@ -330,6 +330,19 @@ def validate(
                     ("data", "FieldValueForbidden", "Forbidden: field is immutable when `immutable` is set")
                 )
                 break
+    if rt.key == "/secrets":
+        import base64 as _b64
+        import binascii
+
+        from sandbox.k8s.store import BadRequest
+
+        for value in (obj.get("data") or {}).values():
+            try:
+                _b64.b64decode(str(value), validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise BadRequest(
+                    f'Secret in version "v1" cannot be handled as a Secret: illegal base64 data: {exc}'
+                ) from None
     if rt.key == "/secrets" and "stringData" in obj:
         import base64
 

@@ -476,9 +476,8 @@ class ClusterStore:
                 "selfLink",
             ):
                 meta.pop(key, None)
-            if rt.key == "/pods" or rt.crd:
-                if "status" in rt.subresources:
-                    obj.pop("status", None)
+            if "status" in rt.subresources and rt.key not in (NAMESPACE_KEY, "/nodes"):
+                obj.pop("status", None)  # strategies' PrepareForCreate reset status
             schema.default(rt, obj)
             self._admit(rt, obj, None, "CREATE")
             obj = schema.validate(rt, obj, None, field_validation, warnings)
