@@ -335,10 +335,9 @@ async def put_cluster(req: ArmRequest, caps: list[str]) -> Response:
     lro.settle_all(ctx)
     op = lro.find(ctx, op["id"])
     out = public(section(state(ctx).read(), "resources")[key])
-    if lro.is_done(op):
-        if op["status"] == "Failed":
-            raise ArmError(400, op["error"]["code"], op["error"]["message"])
+    if op["status"] == "Succeeded":
         return json_response(out, status)
+    # running, or failed: the client learns the failure (and its message) from the operation status
     return json_response(out, status, lro.headers(ctx, op, req.api_version))
 
 

@@ -229,8 +229,9 @@ async def put_extension(req: ArmRequest, scope: str, name: str, *, patch: bool =
     lro.settle_all(ctx)
     op = lro.find(ctx, op["id"])
     out = public(section(state(ctx).read(), "resources")[key])
-    if lro.is_done(op):
+    if op["status"] == "Succeeded":
         return json_response(out, status)
+    # running, or failed: the client learns the failure (and its message) from the operation status
     return json_response(out, status, lro.headers(ctx, op, req.api_version))
 
 

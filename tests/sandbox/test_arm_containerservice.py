@@ -164,3 +164,17 @@ def test_create_at_a_nonzero_time_scale_is_polled_with_retry_after(
     polls = [e for e in entries if "/operations/" in e.path]
     assert put.status == 201 and len(polls) >= 1
     assert polls[-1].ts - put.ts >= 1.0  # polled at Retry-After pace (>= 1 s), not 0 and not 30 s
+
+
+def test_failed_extension_install_surfaces_azures_message(
+    conn: dict[str, Any], aks: ContainerServiceClient, group: str
+) -> None:
+    """Argo CD HA (the default for 0.0.x) on a 2-node cluster fails as in PITFALLS P17."""
+    aks.managed_clusters.begin_create_or_update(group, "aks-ha", cluster_body()).result(timeout=60)
+    ext = mgmt_client(SourceControlConfigurationClient, conn)
+    args = (group, "Microsoft.ContainerService", "managedClusters", "aks-ha", "argocd")
+    body = {"extensionType": "Microsoft.ArgoCD", "autoUpgradeMinorVersion": False, "version": "0.0.7-preview"}
+    with pytest.raises(HttpResponseError) as err:
+        ext.extensions.begin_create(*args, {"properties": body}).result(timeout=60)
+    assert "context deadline exceeded" in str(err.value)
+    assert ext.extensions.get(*args).provisioning_state == "Failed"
