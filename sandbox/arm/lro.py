@@ -75,6 +75,7 @@ def settle_all(ctx: SandboxContext) -> None:
     st = state(ctx)
     now = ctx.clock.now()
     data = st.read()
+    _prune(st, now)
     pending = [
         op for op in section(data, "operations").values() if op["status"] == "InProgress" and op["due"] <= now
     ]
@@ -86,6 +87,22 @@ def settle_all(ctx: SandboxContext) -> None:
             if current is None or current["status"] != "InProgress":
                 continue
             complete(ctx, data, current)
+
+
+KEEP_FINISHED = 200  # finished operations kept for late polls; older ones go (oldest first)
+KEEP_SECONDS = 3600.0
+
+
+def _prune(st: Any, now: float) -> None:
+    ops = section(st.read(), "operations")
+    finished = [o for o in ops.values() if o["status"] != "InProgress"]
+    if len(finished) <= KEEP_FINISHED:
+        return
+    old = [o["id"] for o in finished if now - float(o["end"] or o["due"]) > KEEP_SECONDS]
+    if old:
+        with st.change() as data:
+            for op_id in old:
+                data["operations"].pop(op_id, None)
 
 
 def complete(ctx: SandboxContext, data: dict[str, Any], op: dict[str, Any]) -> None:

@@ -219,3 +219,19 @@ def test_bad_vault_bodies_are_400(conn: dict[str, Any], kv: KeyVaultManagementCl
             group, "kv-bad-body", {"location": "eastus", "properties": {"tenant_id": conn["tenant_id"]}}
         )
     assert err.value.status_code == 400 and "tenant_id" in str(err.value)
+
+
+def test_secret_client_retries_throttling_and_503(
+    fresh_sandbox: Sandbox, conn: dict[str, Any], kv: KeyVaultManagementClient, group: str, unique: str
+) -> None:
+    vault = kv.vaults.begin_create_or_update(group, f"kv-f-{unique}", vault_body(conn)).result(timeout=30)
+    grant(conn, vault.id, OFFICER)
+    client = secrets(conn, vault.properties.vault_uri)
+    client.set_secret("warm-up", "x")  # challenge + token done
+    ctx = fresh_sandbox.ctx
+    ctx.faults.add({"service": "keyvault", "method": "PUT", "action": "throttle", "count": 1})
+    ctx.faults.add({"service": "keyvault", "method": "PUT", "action": "error", "status": 503, "count": 1})
+    since = ctx.journal.last_seq
+    assert client.set_secret("retried", "value").name == "retried"
+    statuses = [e.status for e in ctx.journal.entries(since, service="keyvault")]
+    assert statuses == [429, 503, 200]
