@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Any
 
@@ -96,3 +97,64 @@ def test_arm_requires_a_valid_token(conn: dict[str, Any]) -> None:
     vault_token = credential(conn).get_token("https://vault.azure.net/.default").token
     r = httpx.get(url, verify=conn["ca_bundle"], headers={"Authorization": f"Bearer {vault_token}"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "InvalidAuthenticationTokenAudience"
+
+
+@pytest.mark.parametrize(
+    ("path", "version", "body"),
+    [
+        (
+            "providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-x",
+            "2024-11-30",
+            {"location": "eastus", "tenant_id": "t"},
+        ),
+        (
+            "providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-x/federatedIdentityCredentials/fic-x",
+            "2024-11-30",
+            {"properties": {"issuer": "https://i/", "subject": "s", "audience": ["a"]}},
+        ),
+        (
+            "providers/Microsoft.KeyVault/vaults/kv-x",
+            "2026-05-15",
+            {"location": "eastus", "properties": {"tenant_id": "t"}},
+        ),
+        (
+            "providers/Microsoft.ContainerService/managedClusters/aks-x",
+            "2026-08-01",
+            {
+                "location": "eastus",
+                "properties": {"agentPoolProfiles": [{"name": "a"}], "oidc_issuer_profile": {}},
+            },
+        ),
+        (
+            "providers/Microsoft.Authorization/roleAssignments/00000000-0000-0000-0000-000000000001",
+            "2022-04-01",
+            {"properties": {"role_definition_id": "x", "principalId": "y"}},
+        ),
+    ],
+    ids=["identity", "fic", "vault", "cluster", "role-assignment"],
+)
+def test_a_property_the_spec_does_not_have_is_400(
+    rm: ResourceManagementClient, conn: dict[str, Any], unique: str, path: str, version: str, body: Any
+) -> None:
+    group = f"rg-bad-{unique}"
+    rm.resource_groups.create_or_update(group, {"location": "eastus"})
+    token = credential(conn).get_token("https://management.azure.com/.default").token
+    base = f"{conn['arm_endpoint']}/subscriptions/{conn['subscription_id']}/resourceGroups/{group}"
+    with httpx.Client(verify=ssl.create_default_context(cafile=conn["ca_bundle"])) as c:
+        if "federatedIdentityCredentials" in path:
+            ident = path.split("/federatedIdentityCredentials")[0]
+            c.put(
+                f"{base}/{ident}",
+                params={"api-version": version},
+                json={"location": "eastus"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        r = c.put(
+            f"{base}/{path}",
+            params={"api-version": version},
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "InvalidRequestContent"
+    rm.resource_groups.begin_delete(group).result(timeout=30)
