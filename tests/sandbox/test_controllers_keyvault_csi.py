@@ -10,6 +10,7 @@ azure-mgmt SDKs against the sandbox ARM.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,20 @@ def chain(sandbox: Sandbox, conn: dict[str, Any]) -> Chain:
     )
 
 
+_CREATED: list[tuple[ClusterStore, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _delete_namespaces() -> Iterator[None]:
+    """Failed mounts retry forever (as the kubelet does): delete each test's namespace afterwards, so
+    no retries keep calling Entra and Key Vault while later tests read the shared journal."""
+    yield
+    while _CREATED:
+        store, ns = _CREATED.pop()
+        if store.find("v1", "Namespace", ns) is not None:
+            store.delete("v1", "Namespace", ns)
+
+
 def _fic(
     c: Chain, identity: str, name: str, subject: str, *, issuer: str | None = None, audience: str = AUDIENCE
 ) -> None:
@@ -160,6 +175,7 @@ def _deploy(
     """The recipe's step 8-9 objects, fixed (clientID, secretObjects; P11, P12)."""
     st = c.store
     st.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    _CREATED.append((st, ns))
     st.create(
         {
             "apiVersion": "v1",
