@@ -17,6 +17,8 @@ versions the golden examples in ``azure-specs/`` were written for (same shapes).
 
 from __future__ import annotations
 
+import uuid
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -159,9 +161,19 @@ def routes(ctx: SandboxContext) -> list[BaseRoute]:
         )
         try:
             authorization.check_arm_access(req)
-            return await spec.handler(req, caps)
+            response = await spec.handler(req, caps)
         except ArmError as exc:
-            return exc.response()
+            response = exc.response()
+        # ARM's tracing headers (learn.microsoft.com "request-limits-and-throttling"; the remaining
+        # counts are constant here: the sandbox throttles only through fault rules)
+        request_id = request.headers.get("x-ms-client-request-id") or str(uuid.uuid4())
+        response.headers["x-ms-request-id"] = request_id
+        response.headers["x-ms-correlation-request-id"] = request_id
+        counter = "reads" if method in ("GET", "HEAD") else "writes"
+        response.headers[f"x-ms-ratelimit-remaining-subscription-{counter}"] = (
+            "11999" if counter == "reads" else "1199"
+        )
+        return response
 
     methods = ["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD"]
     return [

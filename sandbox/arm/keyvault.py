@@ -251,6 +251,30 @@ async def put_vault(req: ArmRequest, caps: list[str]) -> Response:
     return _vault_response(req, key, status)
 
 
+async def patch_vault(req: ArmRequest, caps: list[str]) -> Response:
+    """``vaults.update``: merge ``tags`` and ``properties`` (VaultPatchParameters)."""
+    body = req.body()
+    check_keys(body, {"tags", "properties"}, "VaultPatchParameters", "")
+    props = body.get("properties") or {}
+    check_keys(
+        props,
+        _PROPS - {"vaultUri", "hsmPoolResourceId", "provisioningState", "privateEndpointConnections"},
+        "VaultPatchProperties",
+        "properties",
+    )
+    if props.get("enablePurgeProtection") is False or props.get("enableSoftDelete") is False:
+        raise ArmError(400, "BadRequest", "Soft delete and purge protection cannot be disabled once enabled.")
+    key = _key(req, caps)
+    with state(req.ctx).change() as data:
+        rec = section(data, "resources").get(key)
+        if rec is None:
+            raise not_found(VAULT_TYPE, caps[2], caps[1])
+        if "tags" in body:
+            rec["tags"] = body["tags"] or {}
+        rec["properties"].update({k: v for k, v in props.items() if k != "createMode"})
+    return _vault_response(req, key)
+
+
 def _vault_response(req: ArmRequest, key: str, status: int = 200) -> Response:
     rec = section(state(req.ctx).read(), "resources")[key]
     out = public(rec)
@@ -425,6 +449,7 @@ def route_specs() -> list[RouteSpec]:
         RouteSpec(frozenset({"PUT"}), vault, PROVIDER, put_vault),
         RouteSpec(frozenset({"GET"}), vault, PROVIDER, get_vault),
         RouteSpec(frozenset({"DELETE"}), vault, PROVIDER, delete_vault),
+        RouteSpec(frozenset({"PATCH"}), vault, PROVIDER, patch_vault),
         RouteSpec(frozenset({"GET"}), (*base, "vaults"), PROVIDER, list_vaults),
         RouteSpec(frozenset({"GET"}), deleted, PROVIDER, get_deleted),
         RouteSpec(frozenset({"POST"}), (*deleted, "purge"), PROVIDER, purge_deleted),

@@ -235,3 +235,16 @@ def test_secret_client_retries_throttling_and_503(
     assert client.set_secret("retried", "value").name == "retried"
     statuses = [e.status for e in ctx.journal.entries(since, service="keyvault")]
     assert statuses == [429, 503, 200]
+
+
+def test_vault_patch_switches_to_rbac(
+    conn: dict[str, Any], kv: KeyVaultManagementClient, group: str, unique: str
+) -> None:
+    name = f"kv-pt-{unique}"
+    kv.vaults.begin_create_or_update(group, name, vault_body(conn, enableRbacAuthorization=False)).result(
+        timeout=30
+    )
+    updated = kv.vaults.update(
+        group, name, {"properties": {"enableRbacAuthorization": True}, "tags": {"env": "dev"}}
+    )
+    assert updated.properties.enable_rbac_authorization is True and updated.tags == {"env": "dev"}
