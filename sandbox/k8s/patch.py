@@ -26,7 +26,7 @@ from typing import Any
 import jsonpatch
 
 from sandbox.k8s.kinds import ResourceType
-from sandbox.k8s.schema import model_fields
+from sandbox.k8s.schema import is_model, model_fields
 
 # (model, field) -> merge key; "" marks a primitive list merged as a set (patchStrategy=merge)
 MERGE_KEYS: dict[tuple[str, str], str] = {
@@ -104,14 +104,13 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 # -- types along a path ----------------------------------------------------------------------------
 def _child_type(typ: str | None, key: str) -> str | None:
-    if typ is None or typ in ("object", "str", "int", "bool", "float", "datetime"):
+    if typ is None or typ in ("object", "str", "int", "bool", "float", "datetime", "bytes"):
         return None
     if typ.startswith("Dict["):
         return typ[typ.index(",") + 1 : -1].strip()
-    try:
-        return model_fields(typ).get(key)
-    except AttributeError:
+    if not is_model(typ):
         return None
+    return model_fields(typ).get(key)
 
 
 def _list_info(typ: str | None, key: str, schema: dict[str, Any] | None) -> tuple[str | None, str | None]:

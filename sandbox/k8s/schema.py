@@ -5,9 +5,12 @@ Where the schemas come from
     (``kubernetes.client.models.V1Deployment.openapi_types`` / ``attribute_map``). They are
     generated from the Kubernetes OpenAPI document of the pinned client (37.0.0 = Kubernetes
     1.37, the same minor as the pinned kubectl), so they list exactly the fields a 1.37
-    apiserver decodes, and they are already installed. ``kubernetes-validate`` (PyPI) bundles the
-    same schemas plus merge keys but weighs ~108 MB; the house rule is "nothing heavy", and the
-    merge keys we need are few and fixed (see ``patch.py``), so we do not add it.
+    apiserver decodes, and they are already installed. Their field tables are kept in
+    ``builtin_fields.json`` (importing the generated models costs seconds per process);
+    ``python -m sandbox.k8s.schema`` regenerates it and a test compares it with the client.
+    ``kubernetes-validate`` (PyPI) bundles the same schemas plus merge keys but weighs ~108 MB;
+    the house rule is "nothing heavy", and the merge keys we need are few and fixed (see
+    ``patch.py``), so we do not add it.
 
     Custom resources use their CRD's ``openAPIV3Schema`` (structural schema rules of
     apiextensions.k8s.io/v1: unknown fields are pruned unless ``x-kubernetes-preserve-unknown-fields``;
@@ -28,21 +31,84 @@ import copy
 import functools
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
-from kubernetes.client import models as k8s_models
 
 from sandbox.k8s.kinds import ResourceType
 
-_SCALARS = {"str", "int", "bool", "float", "datetime", "date", "object", "bytearray"}
+_SCALARS = {"str", "int", "bool", "float", "datetime", "date", "object", "bytearray", "bytes"}
+
+
+FIELDS_FILE = Path(__file__).parent / "builtin_fields.json"
+
+
+@functools.cache
+def _snapshot() -> dict[str, dict[str, str]]:
+    """The field tables of the served kinds, extracted once from the pinned client's models.
+
+    Importing the generated models is slow (seconds for a Deployment's ~60 nested models), so
+    ``builtin_fields.json`` keeps what they say; ``python -m sandbox.k8s.schema`` regenerates it
+    and a test checks it against the installed client.
+    """
+    if FIELDS_FILE.exists():
+        data: dict[str, dict[str, str]] = json.loads(FIELDS_FILE.read_text())
+        return data
+    return {}
+
+
+def _live_fields(model: str) -> dict[str, str]:
+    from kubernetes.client import models as k8s_models
+
+    cls = getattr(k8s_models, model)
+    return {cls.attribute_map[attr]: typ for attr, typ in cls.openapi_types.items()}
 
 
 @functools.cache
 def model_fields(model: str) -> dict[str, str]:
     """JSON field name -> client type string ("str", "List[V1Container]", "Dict[str, str]"...)."""
-    cls = getattr(k8s_models, model)
-    return {cls.attribute_map[attr]: typ for attr, typ in cls.openapi_types.items()}
+    snap = _snapshot()
+    if model in snap:
+        return snap[model]
+    return _live_fields(model)
+
+
+def is_model(name: str) -> bool:
+    if name in _snapshot():
+        return True
+    from kubernetes.client import models as k8s_models
+
+    return hasattr(k8s_models, name)
+
+
+def _model_closure(roots: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in out:
+            continue
+        fields = _live_fields(name)
+        out[name] = fields
+        for typ in fields.values():
+            inner = typ
+            while inner.startswith(("List[", "Dict[")):
+                inner = inner[5:-1] if inner.startswith("List[") else inner[inner.index(",") + 1 : -1].strip()
+            if inner not in _SCALARS:
+                todo.append(inner)
+    return dict(sorted(out.items()))
+
+
+def snapshot_roots() -> list[str]:
+    from sandbox.k8s.kinds import BUILTIN
+
+    return sorted({rt.model for rt in BUILTIN if rt.model} | {"AuthenticationV1TokenRequest"})
+
+
+if __name__ == "__main__":  # regenerate builtin_fields.json from the installed client
+    FIELDS_FILE.write_text(json.dumps(_model_closure(snapshot_roots()), indent=0, sort_keys=True) + "\n")
+    print(f"wrote {FIELDS_FILE}")
 
 
 def _walk_model(typ: str, value: Any, path: str, unknown: list[str], prune: bool) -> None:
@@ -58,7 +124,7 @@ def _walk_model(typ: str, value: Any, path: str, unknown: list[str], prune: bool
         for k, item in value.items():
             _walk_model(inner, item, f"{path}[{k}]", unknown, prune)
         return
-    if not isinstance(value, dict) or not hasattr(k8s_models, typ):
+    if not isinstance(value, dict) or not is_model(typ):
         return
     fields = model_fields(typ)
     for key in list(value):

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sandbox.clusters import ClusterEndpoints
 from sandbox.context import SandboxContext
 from sandbox.k8s.store import AlreadyExists, ClusterStore, Forbidden, NotFound, WatchEvent
+from sandbox.persist import StateFile
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ CSI_CRDS = (
 )
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 MIN_TOKEN_SECONDS = 600  # TokenRequest validation: "may not specify a duration less than 10 minutes"
+
+
+def _area(key: str, resource_key: str) -> str:
+    """State area of one resource of one cluster: ``k8s-<key>--<group or core>-<plural>``."""
+    group, plural = resource_key.split("/", 1)
+    return f"k8s-{key}--{group or 'core'}-{plural}"
 
 
 def cluster_key(cluster_id: str, name: str) -> str:
@@ -106,9 +113,12 @@ class K8sService:
             if key not in self._stores:
                 if self.info(key) is None:
                     raise KeyError(f"no cluster {key}")
-                self._stores[key] = ClusterStore(
-                    key=key, state=self.ctx.state(f"k8s-{key}"), crd_state=self.ctx.state(f"k8s-{key}-crds")
-                )
+                ctx = self.ctx
+
+                def files(resource_key: str, cluster: str = key) -> StateFile:
+                    return ctx.state(_area(cluster, resource_key))
+
+                self._stores[key] = ClusterStore(key=key, state=ctx.state(f"k8s-{key}"), files=files)
                 new_store = self._stores[key]
                 new_store.subscribe(
                     lambda ev: self._publish_root_ca(new_store, ev), api_version="v1", kind="Namespace"
@@ -367,7 +377,10 @@ class K8sService:
             if store is not None:
                 for sub in list(store._subs):
                     sub.close()
-            for area in (f"k8s-{key}", f"k8s-{key}-crds"):
+            state_dir = self.ctx.state_dir / "state"
+            areas = {f"k8s-{key}"} | {p.stem for p in state_dir.glob(f"k8s-{key}--*.json")}
+            areas |= {a for a in self.ctx._states if a.startswith(f"k8s-{key}--")}
+            for area in areas:
                 st = self.ctx.state(area)
                 with st.change() as data:
                     data.clear()

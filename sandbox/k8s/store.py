@@ -67,8 +67,9 @@ Tokens
     expiration_seconds=3600, pod=None) -> str`` signs a ServiceAccount token like TokenRequest.
 
 Thread safety: one re-entrant lock per store; the HTTP API runs on the server's event loop and
-controllers may call from any thread. State is persisted (``ctx.state("k8s-<key>")``) on every
-write, so a restarted sandbox keeps every object and the resourceVersion counter.
+controllers may call from any thread. State is persisted on every write, one JSON document per
+resource type (``ctx.state("k8s-<key>--<group>-<plural>")``), so a restarted sandbox keeps every
+object and the resourceVersion counter.
 """
 
 from __future__ import annotations
@@ -256,8 +257,8 @@ class ClusterStore:
     """One cluster's objects (see the module docstring for the contract)."""
 
     key: str
-    state: StateFile  # {"rv": int, "objects": {"group/plural": {"ns/name": obj}}}
-    crd_state: StateFile  # the same layout, CRDs only (big documents, written rarely)
+    state: StateFile  # {"rv": int}
+    files: Callable[[str], StateFile]  # per resource key: {"objects": {"group/plural": {"ns/name": obj}}}
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _subs: builtins.list[Subscription] = field(default_factory=list)
     _history: deque[WatchEvent] = field(default_factory=lambda: deque(maxlen=HISTORY))
@@ -269,7 +270,7 @@ class ClusterStore:
     def __post_init__(self) -> None:
         for rt in BUILTIN:
             self._register(rt)
-        for crd in (self.crd_state.read().get("objects", {}).get(CRD_KEY) or {}).values():
+        for crd in (self.files(CRD_KEY).read().get("objects", {}).get(CRD_KEY) or {}).values():
             for rt in crd_resource_types(crd):
                 self._register(rt)
 
@@ -301,7 +302,8 @@ class ClusterStore:
 
     # -- persistence ----------------------------------------------------------------------------
     def _file(self, rt: ResourceType) -> StateFile:
-        return self.crd_state if rt.key == CRD_KEY else self.state
+        """One document per resource (a pod write does not rewrite the CRDs)."""
+        return self.files(rt.key)
 
     @property
     def resource_version(self) -> int:

@@ -75,7 +75,7 @@ def test_create_get_list_and_stamped_kind(cluster: dict[str, Any], namespace: st
     assert created.metadata.uid and created.metadata.resource_version
     got = v1.read_namespaced_config_map("cfg", namespace)
     assert (got.api_version, got.kind, got.data) == ("v1", "ConfigMap", {"k": "v"})
-    stored = cluster["store"].state.read()["objects"]["/configmaps"][f"{namespace}/cfg"]
+    stored = cluster["store"].files("/configmaps").read()["objects"]["/configmaps"][f"{namespace}/cfg"]
     assert (stored["apiVersion"], stored["kind"]) == ("v1", "ConfigMap")  # stamped on the stored object
     listed = v1.list_namespaced_config_map(namespace, label_selector="a in (1,2)")
     assert [i.metadata.name for i in listed.items] == ["cfg"]

@@ -367,3 +367,11 @@ def test_http_warnings_dry_run_auth_and_discovery(cluster: dict[str, Any], sandb
     patch = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
     assert patch["x-kubernetes-group-version-kind"]["kind"] == "Deployment"
     assert any(p["name"] == "fieldValidation" for p in patch["parameters"])
+
+
+def test_builtin_field_tables_match_the_installed_client() -> None:
+    """``builtin_fields.json`` is what the pinned kubernetes client's models say (regenerate with
+    ``python -m sandbox.k8s.schema`` when the client changes)."""
+    from sandbox.k8s.schema import FIELDS_FILE, _model_closure, snapshot_roots
+
+    assert _model_closure(snapshot_roots()) == json.loads(FIELDS_FILE.read_text())
