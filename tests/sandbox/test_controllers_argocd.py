@@ -120,6 +120,7 @@ def test_install_creates_namespace_accounts_crds_and_default_project(sandbox: Sa
         annotated = obj["metadata"].get("annotations", {}).get("azure.workload.identity/client-id")
         if sa in ("argocd-application-controller", "argocd-server", "argocd-repo-server"):
             assert annotated == "c0ffee00-0000-0000-0000-000000000001"
+            assert obj["metadata"]["labels"]["azure.workload.identity/use"] == "true"
         else:
             assert annotated is None
     for crd in ("applications.argoproj.io", "appprojects.argoproj.io"):

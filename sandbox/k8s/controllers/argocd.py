@@ -16,7 +16,8 @@ azure-management-docs tutorial/how-to/conceptual pages, argo-helm ``charts/argo-
   ``azure.workloadIdentity.clientId``, ``redis-ha.enabled``, ``configs.cm.*`` / ``configs.rbac.*`` /
   ``configs.params.*``. Keys of the other line are ignored, as Helm ignores unknown values.
 - workload identity on: the controller, server and repo-server ServiceAccounts get
-  ``azure.workload.identity/client-id`` and their pod templates ``azure.workload.identity/use``.
+  ``azure.workload.identity/client-id`` (and, assumed, the ``azure.workload.identity/use`` label) and
+  their pod templates the ``azure.workload.identity/use`` label.
 - HA is the extension's default; with fewer than 3 (0.0.x) / 4 (1.0.0+) nodes the install fails
   ``Helm installation failed: context deadline exceeded`` (P17, troubleshoot-argo-cd-deployment-errors).
   Unknown: how much of the release Azure leaves behind then; here nothing is created.
@@ -209,7 +210,10 @@ def desired_release(release: str, cfg: dict[str, Any]) -> list[Obj]:
     for sa in SERVICE_ACCOUNTS:
         meta = _release_meta(sa, sa.removeprefix("argocd-"), release)
         if wi and sa in WI_COMPONENTS:
+            # the SA label is an assumption (Azure charts such as AGIC set label + annotation); the
+            # webhook itself only reads the pod label (P13)
             meta["annotations"][WI_CLIENT_ID] = cfg["client_id"]
+            meta["labels"][WI_USE] = "true"
         objs.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta})
     for cm, data in cfg["configmaps"].items():
         objs.append(
@@ -333,6 +337,7 @@ def _create_or_reassert(api: KubeApi, obj: Obj) -> None:
     annotations = {**(live["metadata"].get("annotations") or {}), **(md.get("annotations") or {})}
     if obj["kind"] == "ServiceAccount" and WI_CLIENT_ID not in (md.get("annotations") or {}):
         annotations.pop(WI_CLIENT_ID, None)  # the chart no longer renders it: Helm removes it
+        new["metadata"]["labels"].pop(WI_USE, None)
     new["metadata"]["annotations"] = annotations
     if new != live:
         api.update(new)

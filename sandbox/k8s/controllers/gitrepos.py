@@ -78,7 +78,7 @@ def mirror_path(state_dir: Path, url: str) -> Path | None:
     parsed = urlparse(url.strip())
     if parsed.scheme not in ("https", "http") or not parsed.netloc:
         return None
-    path = parsed.path.strip("/")
+    path = parsed.path.strip("/").lower()  # GitHub owner/repo names are case-insensitive
     if not path:
         return None
     if not path.endswith(".git"):
