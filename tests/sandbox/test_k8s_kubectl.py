@@ -46,20 +46,22 @@ def cluster(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Itera
         keyvault_secrets_provider=True,
         node_count=2,
     )
-    kubeconfig = tmp_path_factory.mktemp("kube") / "config"
+    kube_dir = tmp_path_factory.mktemp("kube")
+    kubeconfig = kube_dir / "config"
     kubeconfig.write_bytes(backend.kubeconfig(cid))
     yield {
         "id": cid,
         "kubeconfig": kubeconfig,
         "store": sandbox.ctx.services["k8s"].store(backend.key_for(cid)),
         "journal": sandbox.ctx.journal,
+        "cache": kube_dir / "cache",
     }
     backend.delete_cluster(cid)
 
 
 def kubectl(cluster: dict[str, Any], *args: str, stdin: str | None = None, check: bool = True) -> str:
     proc = subprocess.run(
-        [KUBECTL, "--kubeconfig", str(cluster["kubeconfig"]), *args],
+        [KUBECTL, "--kubeconfig", str(cluster["kubeconfig"]), "--cache-dir", str(cluster["cache"]), *args],
         input=stdin,
         capture_output=True,
         text=True,

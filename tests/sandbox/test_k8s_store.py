@@ -375,3 +375,44 @@ def test_builtin_field_tables_match_the_installed_client() -> None:
     from sandbox.k8s.schema import FIELDS_FILE, _model_closure, snapshot_roots
 
     assert _model_closure(snapshot_roots()) == json.loads(FIELDS_FILE.read_text())
+
+
+def test_backend_kubeconfig_addon_toggle_and_issuer_switch(sandbox: Sandbox) -> None:
+    """ClusterBackend (sandbox/clusters.py): kubeconfig as AKS returns it (server, embedded CA,
+    token; ``clusterUser_<rg>_<name>``), the Key Vault addon's CRDs follow the flag, and the
+    issuer only answers while the OIDC issuer is enabled."""
+    import base64
+
+    import yaml
+
+    backend = sandbox.ctx.services["clusters"]
+    name = f"aks-toggle-{time.time_ns() % 100000}"
+    cid = "/subscriptions/s/resourceGroups/rg-Toggle/providers/"
+    cid += f"Microsoft.ContainerService/managedClusters/{name}"
+    flags = {"location": "eastus", "workload_identity": True, "node_count": 1}
+    ep = backend.ensure_cluster(cid, name=name, oidc_issuer=True, keyvault_secrets_provider=False, **flags)
+    ca = str(sandbox.ctx.tls.ca_bundle)
+    try:
+        doc = yaml.safe_load(backend.kubeconfig(cid))
+        assert doc["clusters"][0]["cluster"]["server"] == ep.server_url
+        assert ep.server_url.startswith(sandbox.ctx.base_url + "/k8s/")
+        ca_data = base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"])
+        assert ca_data == sandbox.ctx.tls.ca_bundle.read_bytes()
+        assert doc["users"][0]["name"] == f"clusterUser_rg-toggle_{name}"
+        admin = yaml.safe_load(backend.kubeconfig(cid.lower(), admin=True))
+        assert admin["users"][0]["user"]["token"] != doc["users"][0]["user"]["token"]
+        store = sandbox.ctx.services["k8s"].store(backend.key_for(cid))
+        spc = "secretproviderclasses.secrets-store.csi.x-k8s.io"
+        assert store.find("apiextensions.k8s.io/v1", "CustomResourceDefinition", spc) is None
+        backend.ensure_cluster(cid, name=name, oidc_issuer=True, keyvault_secrets_provider=True, **flags)
+        assert store.find("apiextensions.k8s.io/v1", "CustomResourceDefinition", spc) is not None
+        assert store.rtype("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass").namespaced
+        disco = f"{ep.issuer_url}.well-known/openid-configuration"
+        assert httpx.get(disco, verify=ca).status_code == 200
+        backend.ensure_cluster(cid, name=name, oidc_issuer=False, keyvault_secrets_provider=False, **flags)
+        assert store.find("apiextensions.k8s.io/v1", "CustomResourceDefinition", spc) is None
+        assert httpx.get(disco, verify=ca).status_code == 404
+    finally:
+        backend.delete_cluster(cid)
+    assert httpx.get(f"{ep.server_url}/version", verify=ca).status_code == 404
+    backend.delete_cluster(cid)  # absent is fine
