@@ -178,7 +178,7 @@ class KeyVaultCsiProvider:
         *,
         clock: Any,
         enabled: Callable[[], bool],
-        mint_token: Callable[[str, str, str, int], str],
+        mint_token: Callable[..., str],
         chain: ChainConfig,
         run_in_thread: Callable[..., Any],
         requeue_pod: Callable[[str, str, float], None],
@@ -332,7 +332,7 @@ class KeyVaultCsiProvider:
         objects = parse_objects(params.get("objects", ""))
         sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         try:
-            token = self.mint_token(ns, sa, AUDIENCE, 3600)
+            token = self.mint_token(ns, sa, AUDIENCE, 3600, pod)
         except (NotFound, LookupError) as exc:
             raise MountError(f"failed to get service account token: {exc}") from None
         return _Plan(

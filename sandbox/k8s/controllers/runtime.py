@@ -147,12 +147,13 @@ class ClusterControllers:
         pod.clear()
         pod.update(mutated)
 
-    def _mint(self, namespace: str, sa: str, audience: str, expiration: int) -> str:
+    def _mint(self, namespace: str, sa: str, audience: str, expiration: int, pod: Obj | None = None) -> str:
+        """TokenRequest as the kubelet makes it for a CSI driver: bound to the pod."""
         service = self.ctx.services["k8s"]
         if self.store.find("v1", "ServiceAccount", sa, namespace) is None:
             raise LookupError(f'serviceaccounts "{sa}" not found')
         token, _exp = service.mint_token(
-            self.store.key, namespace, sa, audience, expiration_seconds=expiration
+            self.store.key, namespace, sa, audience, expiration_seconds=expiration, pod=pod
         )
         return str(token)
 
