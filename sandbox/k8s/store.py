@@ -103,6 +103,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
 
 HISTORY = 5000  # watch events kept for resuming a watch from a resourceVersion
+EVENT_TTL_SECONDS = 3600
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -913,6 +914,21 @@ class ClusterStore:
                 self.create_rt(sa_rt, {"metadata": {"name": "default", "namespace": ns}})
         elif rt.key == CRD_KEY:
             self._crd_changed(obj)
+        elif rt.key == "/events":
+            self._expire_events()
+
+    def _expire_events(self) -> None:
+        """Events live one hour (kube-apiserver ``--event-ttl`` default 1h), then they are gone."""
+        rt = self._types[("v1", "Event")]
+        cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=EVENT_TTL_SECONDS)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        for ev in list(self._bucket(rt).values()):
+            last = (
+                ev.get("lastTimestamp") or ev.get("eventTime") or ev["metadata"].get("creationTimestamp", "")
+            )
+            if str(last)[:20] < cutoff:
+                self._really_delete(rt, copy.deepcopy(ev))
 
     def _crd_changed(self, crd: dict[str, Any]) -> None:
         """A created/updated CRD: serve its versions and mark it Established (apiextensions controller)."""

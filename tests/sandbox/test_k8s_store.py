@@ -416,3 +416,20 @@ def test_backend_kubeconfig_addon_toggle_and_issuer_switch(sandbox: Sandbox) -> 
         backend.delete_cluster(cid)
     assert httpx.get(f"{ep.server_url}/version", verify=ca).status_code == 404
     backend.delete_cluster(cid)  # absent is fine
+
+
+def test_events_expire_after_an_hour(store: ClusterStore, ns: str) -> None:
+    def event(name: str, ts: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": ns},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": ns},
+            "reason": "Test",
+            "lastTimestamp": ts,
+        }
+
+    store.create(event("old", "2000-01-01T00:00:00Z"))
+    store.create(event("new", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+    names = [e["metadata"]["name"] for e in store.list("v1", "Event", ns)[0]]
+    assert names == ["new"]
