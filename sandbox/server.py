@@ -129,6 +129,10 @@ class JournalAndFaults:
         async def send_wrapper(message: Any) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                # an empty response is complete for the client once its headers are out
+                empty = (b"content-length", b"0") in [(k.lower(), v) for k, v in message.get("headers", [])]
+                if empty or message["status"] in (204, 304) or method == "HEAD":
+                    record()
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 record()
             await send(message)
