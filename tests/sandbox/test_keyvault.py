@@ -248,3 +248,19 @@ def test_vault_patch_switches_to_rbac(
         group, name, {"properties": {"enableRbacAuthorization": True}, "tags": {"env": "dev"}}
     )
     assert updated.properties.enable_rbac_authorization is True and updated.tags == {"env": "dev"}
+
+
+def test_purge_is_a_polled_operation(
+    fresh_sandbox: Sandbox, conn: dict[str, Any], kv: KeyVaultManagementClient, group: str, unique: str
+) -> None:
+    name = f"kv-pl-{unique}"
+    kv.vaults.begin_create_or_update(group, name, vault_body(conn)).result(timeout=30)
+    kv.vaults.delete(group, name)
+    fresh_sandbox.ctx.clock.overrides = {"vault.purge": 1.2}
+    since = fresh_sandbox.ctx.journal.last_seq
+    kv.vaults.begin_purge_deleted(name, "eastus", polling_interval=0.2).result(timeout=30)
+    entries = fresh_sandbox.ctx.journal.entries(since, service="arm")
+    assert (entries[0].method, entries[0].status) == ("POST", 202)
+    assert any("/operationresults/" in e.path and e.status == 202 for e in entries)
+    with pytest.raises(ResourceNotFoundError):
+        kv.vaults.get_deleted(name, "eastus")
