@@ -64,7 +64,13 @@ Admission
 
 Tokens
     ``ctx.services["k8s"].mint_token(cluster_key, namespace, service_account, audience,
-    expiration_seconds=3600, pod=None) -> str`` signs a ServiceAccount token like TokenRequest.
+    expiration_seconds=3600, pod=None) -> (token, expiry_epoch)`` signs a ServiceAccount token
+    like TokenRequest (raises NotFound without the ServiceAccount); ``jwks(cluster_key)`` and
+    ``issuer_url(cluster_key)`` are what the issuer serves.
+
+Built-in behaviour (what kube-controller-manager/apiserver do, so controllers need not): every
+namespace gets ServiceAccount ``default`` and ConfigMap ``kube-root-ca.crt``; CRDs become
+Established and their kinds are served at once; Events expire after one hour.
 
 Thread safety: one re-entrant lock per store; the HTTP API runs on the server's event loop and
 controllers may call from any thread. State is persisted on every write, one JSON document per
