@@ -53,7 +53,7 @@ def test_group_delete_is_polled_through_location(
     poller.result(timeout=30)
     assert not rm.resource_groups.check_existence(name)
     deadline = time.monotonic() + 3
-    while True:  # (seen once: the final poll's entry landing after result() returned)
+    while True:  # belt and braces: the journal records before the response completes
         entries = fresh_sandbox.ctx.journal.entries(since, service="arm")
         polls = [e for e in entries if "/operationresults/" in e.path]
         if (polls and polls[-1].status == 200) or time.monotonic() > deadline:
