@@ -468,3 +468,49 @@ def test_client_side_apply_of_a_huge_object_hits_the_annotation_limit(
     out = kubectl(cluster, "apply", "-f", "-", stdin=manifest, check=False)
     assert "metadata.annotations: Too long: must have at most 262144 bytes" in out
     assert "serverside-applied" in kubectl(cluster, "apply", "--server-side", "-f", "-", stdin=manifest)
+
+
+def test_arm_credentials_reach_the_cluster(sandbox: Sandbox, tmp_path: Path, unique: str) -> None:
+    """The kubeconfig ARM's ``listClusterUserCredential`` returns works with real kubectl, and the
+    cluster's issuer is the one ARM reports (azure-specs ManagedClustersListClusterUserCredentials)."""
+    from azure.mgmt.containerservice import ContainerServiceClient
+    from azure.mgmt.resource.resources import ResourceManagementClient
+
+    from sandbox.arm.testing import mgmt_client
+
+    conn = sandbox.connection
+    rm = mgmt_client(ResourceManagementClient, conn)
+    aks = mgmt_client(ContainerServiceClient, conn)
+    group = f"rg-k8s-arm-{unique}"
+    rm.resource_groups.create_or_update(group, {"location": "eastus"})
+    body = {
+        "location": "eastus",
+        "identity": {"type": "SystemAssigned"},
+        "properties": {
+            "dnsPrefix": "aks-k8s",
+            "agentPoolProfiles": [
+                {"name": "system", "count": 2, "vmSize": "Standard_D2s_v5", "mode": "System"}
+            ],
+            "oidcIssuerProfile": {"enabled": True},
+            "securityProfile": {"workloadIdentity": {"enabled": True}},
+            "addonProfiles": {"azureKeyvaultSecretsProvider": {"enabled": True, "config": {}}},
+        },
+    }
+    try:
+        mc = aks.managed_clusters.begin_create_or_update(group, "aks-k", body).result(timeout=60)
+        creds = aks.managed_clusters.list_cluster_user_credentials(group, "aks-k")
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_bytes(creds.kubeconfigs[0].value)
+        cluster = {"kubeconfig": kubeconfig, "cache": tmp_path / "cache"}
+        assert len(kubectl(cluster, "get", "nodes", "-o", "name").split()) == 2
+        crds = kubectl(cluster, "get", "crd", "-o", "name")
+        assert "secretproviderclasses.secrets-store.csi.x-k8s.io" in crds
+        token = kubectl(
+            cluster, "create", "token", "default", "--audience", "api://AzureADTokenExchange"
+        ).strip()
+        assert (
+            jwt.decode(token, options={"verify_signature": False})["iss"] == mc.oidc_issuer_profile.issuer_url
+        )
+    finally:
+        rm.resource_groups.begin_delete(group).result(timeout=60)
+    assert sandbox.ctx.services["clusters"].key_for(mc.id) is None  # the group took the cluster along
