@@ -54,8 +54,9 @@ TARGET_HELP = "Where to provision: the local sandbox (default) or Azure (needs c
 def _prefect_defaults(state_dir: Path) -> None:
     """Prefect settings for a CLI run, unless the user set them (read when prefect is imported)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Persisted results let `prefect flow-run retry` skip finished steps; ids only, never secrets.
-    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str((state_dir.parent / "results").resolve()))
+    # Persisted results (ids only, never secrets) let `prefect flow-run retry` skip finished steps.
+    # They stay in Prefect's own setting (default $PREFECT_HOME/storage), so a later `prefect`
+    # command on this machine finds them; workers on several machines need shared result storage.
 
 
 @app.command("up")
@@ -95,7 +96,11 @@ def up(
     run_id = state.state_details.flow_run_id
     if not state.is_completed():
         typer.echo(f"\nprovision {env} ended {state.name}: {state.message}", err=True)
-        typer.echo(f"retry only the unfinished steps with: prefect flow-run retry {run_id}", err=True)
+        typer.echo(
+            "retry only the unfinished steps with: "
+            f"prefect flow-run retry {run_id} --entrypoint flows/provision.py:provision",
+            err=True,
+        )
         _how_to_open(run_id)
         raise typer.Exit(1)
     result: ProvisionResult = state.result()

@@ -135,3 +135,14 @@ def application_manifest(spec: EnvironmentSpec) -> dict[str, Any]:
             "destination_namespace": g.destination_namespace,
         },
     )
+
+
+def argocd_service_account_labels(spec: EnvironmentSpec) -> list[dict[str, Any]]:
+    """The workload-identity label on each federated Argo CD ServiceAccount (only that field)."""
+    return [
+        render(
+            "argocd-serviceaccount-label.yaml",
+            {"service_account": sa, "namespace": spec.extension.namespace},
+        )
+        for sa in spec.extension.federated_service_accounts
+    ]

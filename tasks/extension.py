@@ -15,10 +15,12 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.kubernetesconfiguration import SourceControlConfigurationClient
+from kubernetes.dynamic import DynamicClient
 from prefect import task
 from prefect.tasks import exponential_backoff
 
 from keyless_gitops.bodies import differs, extension_body
+from keyless_gitops.manifests import argocd_service_account_labels
 from keyless_gitops.spec import EnvironmentSpec, Names
 from tasks.aks import ClusterFacts
 from tasks.common import (
@@ -35,6 +37,7 @@ from tasks.common import (
     wait_until,
 )
 from tasks.identity import IdentityFacts
+from tasks.kube_apply import apply_object, get_object, kube_client
 
 INSTALL_TIMEOUT = 20 * 60
 CLUSTER_RP = "Microsoft.ContainerService"
@@ -80,7 +83,8 @@ def ensure_argocd_extension(
     watch = Stopwatch()
     names = spec.names
     ext = spec.extension
-    client = load_credentials(credentials_block).get_client(SourceControlConfigurationClient)
+    creds = load_credentials(credentials_block)
+    client = creds.get_client(SourceControlConfigurationClient)
     desired = extension_body(spec, identity.client_id)
     actual = get_extension(client, names, ext.name)
     if _state(actual) in BUSY_STATES:
@@ -119,6 +123,22 @@ def ensure_argocd_extension(
     assert actual is not None
     if _state(actual) != "Succeeded":
         raise ExtensionFailed(f"extension {ext.name} is {_state(actual)}")
+    # Recipe step 7's label on Argo CD's ServiceAccounts (the annotation comes from the settings).
+    with kube_client(creds, names) as api:
+        dyn = DynamicClient(api)
+        for manifest in argocd_service_account_labels(spec):
+
+            def exists(m: dict[str, Any] = manifest) -> bool:
+                return get_object(dyn, m) is not None
+
+            wait_until(
+                exists,
+                what=f"ServiceAccount {ext.namespace}/{manifest['metadata']['name']} from the extension",
+                timeout=300,
+                interval=0.5,
+            )
+            if apply_object(dyn, manifest) != "unchanged" and change == "unchanged":
+                change = "updated"
     log().info("extension %s: %s", ext.name, change)
     return ExtensionFacts(
         step="extension",

@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-from kubernetes import config as kube_config
-from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 from prefect import task
 from prefect.tasks import exponential_backoff
 
-from blocks.credentials import AzureCredentials
-from keyless_gitops.bodies import differs
 from keyless_gitops.manifests import application_manifest, sample_app_manifests
-from keyless_gitops.spec import EnvironmentSpec, Names
-from tasks.aks import ClusterFacts, get_kubeconfig
+from keyless_gitops.spec import EnvironmentSpec
+from tasks.aks import ClusterFacts
 from tasks.common import (
     Change,
     StepFacts,
@@ -43,10 +39,10 @@ from tasks.common import (
 from tasks.extension import ExtensionFacts
 from tasks.identity import FederatedCredentialFacts, IdentityFacts
 from tasks.keyvault import VaultFacts
+from tasks.kube_apply import _ref, apply_object, kube_client
 from tasks.roles import RoleAssignmentFacts
 from tasks.secrets import SecretsFacts
 
-FIELD_MANAGER = "keyless-gitops"
 CONFIG_HASH_ANNOTATION = "keyless-gitops/config-hash"
 APP_READY_TIMEOUT = 10 * 60
 APPLICATION_TIMEOUT = 15 * 60
@@ -55,43 +51,6 @@ APPLICATION_TIMEOUT = 15 * 60
 @dataclass(frozen=True, kw_only=True)
 class KubeObjectsFacts(StepFacts):
     objects: tuple[tuple[str, Change], ...]  # ("Kind/namespace/name", change)
-
-
-def kube_client(creds: AzureCredentials, names: Names) -> ApiClient:
-    """An API client for the cluster, built from the kubeconfig in memory (never written or logged)."""
-    kubeconfig = yaml.safe_load(get_kubeconfig(creds, names))
-    return kube_config.new_client_from_config_dict(kubeconfig)
-
-
-def _ref(manifest: dict[str, Any]) -> str:
-    meta = manifest["metadata"]
-    return "/".join(p for p in (manifest["kind"], meta.get("namespace"), meta["name"]) if p)
-
-
-def get_object(dyn: DynamicClient, manifest: dict[str, Any]) -> dict[str, Any] | None:
-    resource = dyn.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
-    meta = manifest["metadata"]
-    try:
-        obj = resource.get(name=meta["name"], namespace=meta.get("namespace"))
-    except NotFoundError:
-        return None
-    return dict(obj.to_dict())
-
-
-def apply_object(dyn: DynamicClient, manifest: dict[str, Any]) -> Change:
-    """Server-side apply ``manifest`` unless the live object already holds all of it."""
-    actual = get_object(dyn, manifest)
-    if actual is not None and not differs(manifest, actual):
-        return "unchanged"
-    resource = dyn.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
-    dyn.server_side_apply(
-        resource,
-        body=manifest,
-        namespace=manifest["metadata"].get("namespace"),
-        field_manager=FIELD_MANAGER,
-        force_conflicts=True,
-    )
-    return "created" if actual is None else "updated"
 
 
 def _overall(changes: list[Change]) -> Change:
@@ -214,7 +173,7 @@ def ensure_sample_app(
         CONFIG_HASH_ANNOTATION: _config_hash(
             identity.client_id,
             vault.vault_uri,
-            workload.objects,
+            [ref for ref, _ in workload.objects],
             sorted((f.subject, f.issuer) for f in federated),
             reader.id,
             [(s.name, s.version) for s in secrets.secrets],
@@ -250,7 +209,24 @@ def ensure_sample_app(
     )
 
 
+class ApplicationBroken(RuntimeError):
+    """Argo CD keeps reporting an error it will not recover from by itself (e.g. an unknown revision)."""
+
+
+# Argo CD condition types that mean the source cannot be rendered at all (argo-cd
+# pkg/apis/application/v1alpha1/types.go ApplicationConditionType).
+FATAL_CONDITIONS = frozenset({"ComparisonError", "InvalidSpecError"})
+FATAL_GRACE = 60.0
+
+
 def application_status(dyn: DynamicClient, spec: EnvironmentSpec) -> tuple[bool, str]:
+    """(synced and healthy, description)."""
+    ok, desc, _ = _application_status(dyn, spec)
+    return ok, desc
+
+
+def _application_status(dyn: DynamicClient, spec: EnvironmentSpec) -> tuple[bool, str, bool]:
+    """(synced and healthy, description, a fatal condition is present)."""
     g = spec.gitops
     app = dyn.resources.get(api_version="argoproj.io/v1alpha1", kind="Application").get(
         name=g.application, namespace=spec.extension.namespace
@@ -260,7 +236,11 @@ def application_status(dyn: DynamicClient, spec: EnvironmentSpec) -> tuple[bool,
     health = (status.get("health") or {}).get("status")
     revision = (status.get("sync") or {}).get("revision")
     desc = f"sync {sync}, health {health}, revision {revision}"
-    return sync == "Synced" and health == "Healthy", desc
+    problems = [f"{c.get('type')}: {c.get('message')}" for c in status.get("conditions") or []]
+    if problems:
+        desc += "; " + "; ".join(problems)[:500]
+    fatal = any(c.get("type") in FATAL_CONDITIONS for c in status.get("conditions") or [])
+    return sync == "Synced" and health == "Healthy", desc, fatal
 
 
 @task(name="Argo CD application", timeout_seconds=APPLICATION_TIMEOUT + 120, **_TASK)  # type: ignore[call-overload]
@@ -277,8 +257,16 @@ def ensure_gitops_application(
         log().info("%s: %s", _ref(manifest), change)
         last = ["not checked"]
 
+        fatal_since: list[float] = []
+
         def synced() -> bool:
-            ok, last[0] = application_status(dyn, spec)
+            ok, last[0], fatal = _application_status(dyn, spec)
+            if not fatal:
+                fatal_since.clear()
+            elif not fatal_since:
+                fatal_since.append(time.monotonic())
+            elif time.monotonic() - fatal_since[0] > FATAL_GRACE:
+                raise ApplicationBroken(f"Application {spec.gitops.application}: {last[0]}")
             return ok
 
         wait_until(
