@@ -458,3 +458,67 @@ def test_extension_through_arm_installs_fails_on_ha_and_uninstalls(
     ext.extensions.begin_delete(*args).result(timeout=60)
     gone = kubectl(config, "get", "namespace", "argocd", check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+def test_manual_sync_through_the_operation_field(store: ClusterStore, unique: str) -> None:
+    """Without automated sync the app stays OutOfSync/Missing until an operation asks for a sync
+    (what ``argocd app sync`` writes)."""
+    name, dest = f"manual-{unique}", f"manual-{unique}"
+    store.create(_app(name, dest, automated=False))
+    status = wait_until(
+        lambda: (s := _status(store, name)).get("sync", {}).get("status") == "OutOfSync" and s
+    )
+    assert status["health"]["status"] == "Missing"
+    assert "operationState" not in status
+    app = store.get(*APP, name, "argocd")
+    app["operation"] = {
+        "sync": {"revision": "HEAD", "syncOptions": ["CreateNamespace=true"]},
+        "initiatedBy": {"username": "admin"},
+    }
+    store.update(app)
+    status = _synced_healthy(store, name)
+    assert status["operationState"]["operation"]["initiatedBy"] == {"username": "admin"}
+    assert "operation" not in store.get(*APP, name, "argocd")
+
+
+def test_identity_reaches_running_argocd_pods_only_through_the_extension(sandbox: Sandbox) -> None:
+    """P14: a hand annotation on the ServiceAccount changes no running pod; configuring workload
+    identity through the extension rolls the pods, and the new ones are mutated."""
+    st = make_cluster(sandbox, "aks-argo-p14", nodes=2)
+    _install(sandbox, st, "1.0.0-preview", {"redis-ha.enabled": "false"})
+
+    def server_pods() -> list[dict[str, Any]]:
+        return [
+            p for p in st.list("v1", "Pod", "argocd")[0] if p["metadata"]["name"].startswith("argocd-server-")
+        ]
+
+    def env(pod: dict[str, Any]) -> dict[str, str]:
+        return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env", [])}
+
+    before = wait_until(server_pods)[0]
+    sa = st.get("v1", "ServiceAccount", "argocd-server", "argocd")
+    sa["metadata"]["annotations"]["azure.workload.identity/client-id"] = "by-hand"
+    st.update(sa)
+    assert "AZURE_CLIENT_ID" not in env(st.get("v1", "Pod", before["metadata"]["name"], "argocd"))
+    _install(
+        sandbox,
+        st,
+        "1.0.0-preview",
+        {
+            "redis-ha.enabled": "false",
+            "azure.workloadIdentity.enabled": "true",
+            "azure.workloadIdentity.clientId": "c1d2e3f4-0000-0000-0000-000000000003",
+        },
+    )
+    after = wait_until(
+        lambda: (
+            [
+                p
+                for p in server_pods()
+                if p["metadata"]["uid"] != before["metadata"]["uid"] and p["status"].get("phase") == "Running"
+            ]
+            == server_pods()
+            and server_pods()
+        )
+    )
+    assert env(after[0])["AZURE_CLIENT_ID"] == "c1d2e3f4-0000-0000-0000-000000000003"
