@@ -688,7 +688,10 @@ class ArgoCdController:
         return self._reconcile(app)
 
     def _period(self) -> float:
-        return max(3.0, duration(self.ctx.clock, "argocd.reconcile"))
+        """Periodic refresh (git polling). Changes of live resources arrive as events anyway, and a
+        ``argocd.argoproj.io/refresh`` annotation forces one at once, so even at time_scale 0 this
+        stays at 30 s to keep an idle sandbox idle."""
+        return max(30.0, duration(self.ctx.clock, "argocd.reconcile"))
 
     async def _reconcile(self, app: Obj) -> float | None:
         name = app["metadata"]["name"]
@@ -797,7 +800,7 @@ class ArgoCdController:
         }
         status["sourceType"] = source_type
         status["controllerNamespace"] = NAMESPACE
-        retry = 1.0 if health == "Progressing" else self._period()
+        retry = 2.0 if health == "Progressing" else self._period()
         return self._write(app, status, now, retry=retry)
 
     def _write(self, app: Obj, status: dict[str, Any], now: str, *, retry: float) -> float:
