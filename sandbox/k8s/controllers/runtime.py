@@ -199,6 +199,10 @@ class ClusterControllers:
             now = time.monotonic()
             if now >= next_resync:
                 next_resync = now + RESYNC_SECONDS
+                service = self.ctx.services.get("k8s")
+                if service is not None and service.info(self.store.key) is None:
+                    self.stop()  # the cluster was deleted
+                    return
                 for name, ctrl in self.controllers.items():
                     try:
                         for key in ctrl.resync_keys():
