@@ -198,6 +198,8 @@ def test_aks_store_demo_dev_overlay_syncs_to_synced_and_healthy(
     elsewhere = gitrepos.mirror_path(tmp_path, STORE_DEMO)
     assert elsewhere is not None
     assert status["sync"]["revision"] == gitrepos.resolve(elsewhere, "HEAD")
+    # the mirror's commit stands for upstream 7ce10c5 (the vendored snapshot): reported by that SHA
+    assert status["sync"]["revision"] == gitrepos.AKS_STORE_DEMO_UPSTREAM
 
 
 def test_self_heal_restores_a_hand_edit(store: ClusterStore, unique: str) -> None:
@@ -309,7 +311,9 @@ def test_kubectl_waits_on_sync_and_health_not_on_a_synced_condition(
     """The recipe's step 10 Application through kubectl; P15: wait on status fields, not a condition."""
     config = kubeconfig(sandbox, "aks-argocd", tmp_path)
     name = f"sample-app-gitops-{unique}"
-    kubectl(config, "apply", "-f", "-", input_=yaml.safe_dump(_app(name, f"sample-{unique}")))
+    app = _app(name, f"sample-{unique}")
+    app["spec"]["source"]["targetRevision"] = gitrepos.AKS_STORE_DEMO_UPSTREAM  # pinned, as the pipeline does
+    kubectl(config, "apply", "-f", "-", input_=yaml.safe_dump(app))
     kubectl(
         config,
         "wait",
@@ -331,7 +335,7 @@ def test_kubectl_waits_on_sync_and_health_not_on_a_synced_condition(
     revision = kubectl(
         config, "get", f"application/{name}", "-n", "argocd", "-o", "jsonpath={.status.sync.revision}"
     ).stdout
-    assert len(revision) == 40
+    assert revision == gitrepos.AKS_STORE_DEMO_UPSTREAM
     failed = kubectl(
         config,
         "wait",

@@ -24,6 +24,10 @@ from urllib.parse import urlparse
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 AKS_STORE_DEMO_URL = "https://github.com/Azure-Samples/aks-store-demo.git"
+AKS_STORE_DEMO_UPSTREAM = (
+    "7ce10c5110d6a52d3517dfb6d7a7b7b2edf2e5a5"  # the vendored snapshot (fixtures README)
+)
+UPSTREAM_REFS = "refs/upstream/"
 _FIXED = {
     "GIT_AUTHOR_NAME": "aks-store-demo fixture",
     "GIT_AUTHOR_EMAIL": "fixture@sandbox.invalid",
@@ -87,11 +91,13 @@ def mirror_path(state_dir: Path, url: str) -> Path | None:
 
 
 def ensure_builtin_mirrors(state_dir: Path) -> None:
-    """Build the aks-store-demo mirror once (deterministic single commit)."""
+    """Build the aks-store-demo mirror once (deterministic single commit standing for upstream 7ce10c5)."""
     target = mirror_path(state_dir, AKS_STORE_DEMO_URL)
     assert target is not None
     with _lock:
         if (target / "HEAD").exists():
+            if not (target / UPSTREAM_REFS.rstrip("/") / AKS_STORE_DEMO_UPSTREAM).exists():
+                stand_for_upstream(target, "HEAD", AKS_STORE_DEMO_UPSTREAM)
             return
         src = FIXTURES / "aks-store-demo"
         with tempfile.TemporaryDirectory() as tmp:
@@ -113,28 +119,55 @@ def ensure_builtin_mirrors(state_dir: Path) -> None:
             tmp_target = target.with_suffix(".tmp")
             shutil.rmtree(tmp_target, ignore_errors=True)
             _git("clone", "-q", "--bare", str(work), str(tmp_target))
+            stand_for_upstream(tmp_target, "HEAD", AKS_STORE_DEMO_UPSTREAM)
             os.replace(tmp_target, target)
 
 
-def resolve(repo: Path, revision: str) -> str:
-    """``targetRevision`` (HEAD, branch, tag or SHA) to a commit SHA, as ``git rev-parse`` does."""
-    rev = (revision or "HEAD").strip()
+def stand_for_upstream(repo: Path, revision: str, upstream_sha: str) -> None:
+    """Record that the mirror's ``revision`` carries the files of upstream commit ``upstream_sha``.
+
+    A mirror cannot contain the upstream commit object itself (its SHA covers upstream's history),
+    so ``refs/upstream/<sha>`` names the stand-in: a pin to the upstream SHA resolves to it, and the
+    revision reported (``status.sync.revision``) is the upstream SHA, as Argo CD on AKS reports it.
+    """
+    _git("--git-dir", str(repo), "update-ref", f"{UPSTREAM_REFS}{upstream_sha}", revision)
+
+
+def _upstream_aliases(repo: Path) -> dict[str, str]:
+    """upstream SHA -> mirror commit."""
     try:
-        return (
+        out = _git("--git-dir", str(repo), "for-each-ref", "--format=%(refname) %(objectname)", UPSTREAM_REFS)
+    except GitError:
+        return {}
+    pairs = (line.split() for line in out.decode().splitlines() if line.strip())
+    return {ref.removeprefix(UPSTREAM_REFS): sha for ref, sha in pairs}
+
+
+def resolve(repo: Path, revision: str) -> str:
+    """``targetRevision`` (HEAD, branch, tag or SHA) to a commit SHA, as ``git rev-parse`` does;
+    a mirror commit that stands for an upstream commit is reported by the upstream SHA."""
+    rev = (revision or "HEAD").strip()
+    aliases = _upstream_aliases(repo)
+    if rev.lower() in aliases:
+        return rev.lower()
+    try:
+        sha = (
             _git("--git-dir", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
             .decode()
             .strip()
         )
     except GitError:
         raise GitError(f"Unable to resolve '{rev}' to a commit SHA") from None
+    return next((upstream for upstream, mirror in aliases.items() if mirror == sha), sha)
 
 
 def checkout(repo: Path, sha: str, dest: Path) -> Path:
-    """Materialise commit ``sha`` into ``dest`` (``git archive``; cached per SHA)."""
+    """Materialise commit ``sha`` (a mirror or a stood-for upstream SHA) into ``dest`` (``git archive``)."""
     out = dest / sha
     if out.exists():
         return out
-    data = _git("--git-dir", str(repo), "archive", "--format=tar", sha)
+    commit = _upstream_aliases(repo).get(sha, sha)
+    data = _git("--git-dir", str(repo), "archive", "--format=tar", commit)
     tmp = dest / f".{sha}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
