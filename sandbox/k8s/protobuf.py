@@ -1,12 +1,13 @@
 """Decoding the protobuf request bodies kubectl's typed commands send.
 
 kubectl 1.37 sends ``Content-Type: application/vnd.kubernetes.protobuf`` for the typed
-``kubectl create namespace|serviceaccount|secret|configmap|token`` subcommands (JSON for
-``apply``/``create -f``/``patch``). The envelope is the 4-byte magic ``k8s\\0`` followed by a
-``runtime.Unknown`` message (k8s.io/apimachinery ``pkg/runtime/types_proto.go``); the object
-inside is the kind's ``generated.proto`` message (k8s.io/api). Only the messages of those
-subcommands are mapped below (field numbers from the public ``generated.proto`` files); anything
-else answers 415 so the caller can use ``kubectl apply -f``. Wire format: protobuf encoding spec
+``kubectl create namespace|serviceaccount|secret|configmap|token|deployment|service``
+subcommands (JSON for ``apply``/``create -f``/``run``/``patch``). The envelope is the 4-byte
+magic ``k8s\\0`` followed by a ``runtime.Unknown`` message (k8s.io/apimachinery
+``pkg/runtime/types_proto.go``); the object inside is the kind's ``generated.proto`` message
+(k8s.io/api). Only the fields those subcommands fill are mapped below (field numbers from the
+public ``generated.proto`` files, each checked by decoding what kubectl 1.37 sends); anything else
+answers 415 so the caller can use ``kubectl apply -f``. Wire format: the protobuf encoding spec
 (varints, length-delimited fields; maps are repeated key=1/value=2 entries).
 """
 
@@ -71,6 +72,58 @@ MESSAGES: dict[str, dict[int, tuple[str, str, bool]]] = {
         3: ("binaryData", "map:bytes", False),
         4: ("immutable", "bool", False),
     },
+    "Service": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "ServiceSpec", False)},
+    "ServiceSpec": {
+        1: ("ports", "ServicePort", True),
+        2: ("selector", "map:string", False),
+        3: ("clusterIP", "string", False),
+        4: ("type", "string", False),
+        10: ("externalName", "string", False),
+    },
+    "ServicePort": {
+        1: ("name", "string", False),
+        2: ("protocol", "string", False),
+        3: ("port", "int", False),
+        4: ("targetPort", "IntOrString", False),
+        5: ("nodePort", "int", False),
+    },
+    "IntOrString": {1: ("type", "int", False), 2: ("intVal", "int", False), 3: ("strVal", "string", False)},
+    "Deployment": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "DeploymentSpec", False)},
+    "DeploymentSpec": {
+        1: ("replicas", "int", False),
+        2: ("selector", "LabelSelector", False),
+        3: ("template", "PodTemplateSpec", False),
+        4: ("strategy", "DeploymentStrategy", False),
+    },
+    "DeploymentStrategy": {1: ("type", "string", False)},
+    "LabelSelector": {1: ("matchLabels", "map:string", False)},
+    "PodTemplateSpec": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "PodSpec", False)},
+    "PodSpec": {
+        2: ("containers", "Container", True),
+        3: ("restartPolicy", "string", False),
+        6: ("dnsPolicy", "string", False),
+        8: ("serviceAccountName", "string", False),
+    },
+    "Container": {
+        1: ("name", "string", False),
+        2: ("image", "string", False),
+        3: ("command", "string", True),
+        4: ("args", "string", True),
+        5: ("workingDir", "string", False),
+        6: ("ports", "ContainerPort", True),
+        7: ("env", "EnvVar", True),
+        8: ("resources", "Empty", False),
+        13: ("terminationMessagePath", "string", False),
+        14: ("imagePullPolicy", "string", False),
+        20: ("terminationMessagePolicy", "string", False),
+    },
+    "ContainerPort": {
+        1: ("name", "string", False),
+        3: ("containerPort", "int", False),
+        4: ("protocol", "string", False),
+    },
+    "EnvVar": {1: ("name", "string", False), 2: ("value", "string", False)},
+    "Empty": {},
     "TokenRequest": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "TokenRequestSpec", False)},
     "TokenRequestSpec": {
         1: ("audiences", "string", True),
@@ -84,7 +137,10 @@ MESSAGES: dict[str, dict[int, tuple[str, str, bool]]] = {
         4: ("uid", "string", False),
     },
 }
-KINDS = {"Namespace", "ServiceAccount", "Secret", "ConfigMap", "TokenRequest"}
+KINDS = {"Namespace", "ServiceAccount", "Secret", "ConfigMap", "TokenRequest", "Service", "Deployment"}
+# Go's JSON omits empty values of these fields (``omitempty``); protobuf carries them as "" / 0.
+# Pointer fields (``replicas``) are only present when set, so their zero is kept.
+_KEEP_ZERO = {"replicas", "port", "containerPort"}
 
 
 class ProtobufError(ValueError):
@@ -145,14 +201,25 @@ def _decode(message: str, buf: bytes) -> dict[str, Any]:
             else:
                 out.setdefault(name, {})[key] = v.decode() if isinstance(v, bytes) else str(v)
             continue
-        if typ == "string":
+        if typ == "IntOrString":
+            ios = _decode(typ, value if isinstance(value, bytes) else b"")
+            decoded = ios.get("strVal", "") if ios.get("type") == 1 else ios.get("intVal", 0)
+            if decoded in ("", 0):
+                continue
+        elif typ == "string":
             decoded = value.decode() if isinstance(value, bytes) else str(value)
+            if decoded == "" and not repeated:
+                continue
         elif typ == "raw":
             decoded = value
         elif typ == "int":
             decoded = int(value) if isinstance(value, int) else 0
+            if decoded == 0 and name not in _KEEP_ZERO:
+                continue
         elif typ == "bool":
             decoded = bool(value)
+            if not decoded:
+                continue
         else:
             decoded = _decode(typ, value if isinstance(value, bytes) else b"")
         if repeated:

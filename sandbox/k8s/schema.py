@@ -235,9 +235,16 @@ def default(rt: ResourceType, obj: dict[str, Any]) -> None:
             digest = hashlib.sha256(
                 f"{obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}".encode()
             )
-            n = int(digest.hexdigest(), 16) % 65000
+            n = int(digest.hexdigest(), 16) % (250 * 250)
+            # AKS's default service CIDR is 10.0.0.0/16 (kubenet/Azure CNI defaults)
             spec["clusterIP"] = f"10.0.{n // 250}.{n % 250 + 2}"
             spec["clusterIPs"] = [spec["clusterIP"]]
+        if spec.get("type") in ("NodePort", "LoadBalancer"):
+            for i, p in enumerate(spec.get("ports") or []):
+                if isinstance(p, dict) and not p.get("nodePort"):
+                    seed = f"{obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}/{i}"
+                    # the default NodePort range, --service-node-port-range=30000-32767
+                    p["nodePort"] = 30000 + int(hashlib.sha256(seed.encode()).hexdigest(), 16) % 2768
         spec.setdefault("ipFamilies", ["IPv4"])
         spec.setdefault("ipFamilyPolicy", "SingleStack")
         spec.setdefault("internalTrafficPolicy", "Cluster")

@@ -514,3 +514,33 @@ def test_arm_credentials_reach_the_cluster(sandbox: Sandbox, tmp_path: Path, uni
     finally:
         rm.resource_groups.begin_delete(group).result(timeout=60)
     assert sandbox.ctx.services["clusters"].key_for(mc.id) is None  # the group took the cluster along
+
+
+def test_typed_create_deployment_and_service(cluster: dict[str, Any], unique: str) -> None:
+    """``kubectl create deployment|service`` send protobuf; clusterIP and nodePort are allocated."""
+    namespace = ns(cluster, unique)
+    kubectl(
+        cluster,
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        namespace,
+        "--image=nginx:1.27",
+        "--replicas=2",
+        "--port=8080",
+    )
+    kubectl(cluster, "create", "service", "loadbalancer", "web", "-n", namespace, "--tcp=443:8080")
+    store = cluster["store"]
+    dep = store.get("apps/v1", "Deployment", "web", namespace)
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["selector"] == {"matchLabels": {"app": "web"}}
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert (container["image"], container["ports"]) == ("nginx:1.27", [{"containerPort": 8080}])
+    svc = store.get("v1", "Service", "web", namespace)["spec"]
+    assert svc["type"] == "LoadBalancer" and svc["selector"] == {"app": "web"}
+    port = svc["ports"][0]
+    assert (port["port"], port["targetPort"], port["protocol"]) == (443, 8080, "TCP")
+    assert 30000 <= port["nodePort"] <= 32767
+    octets = [int(o) for o in svc["clusterIP"].split(".")]
+    assert octets[:2] == [10, 0] and all(0 <= o <= 255 for o in octets)
