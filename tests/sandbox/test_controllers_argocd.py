@@ -526,3 +526,17 @@ def test_identity_reaches_running_argocd_pods_only_through_the_extension(sandbox
         )
     )
     assert env(after[0])["AZURE_CLIENT_ID"] == "c1d2e3f4-0000-0000-0000-000000000003"
+
+
+def test_health_is_progressing_while_pods_start(
+    fresh_sandbox: Sandbox, store: ClusterStore, unique: str
+) -> None:
+    """P19: with modelled image pulls the app is Synced but Progressing until its pods run."""
+    fresh_sandbox.ctx.clock.overrides = {"pod.image_pull": 1.0, "pod.start": 0.2}
+    name = f"slow-{unique}"
+    store.create(_app(name, name))
+    status = wait_until(lambda: (s := _status(store, name)).get("sync", {}).get("status") == "Synced" and s)
+    assert status["health"]["status"] == "Progressing"
+    waiting = [r for r in status["resources"] if r.get("health", {}).get("status") == "Progressing"]
+    assert {r["kind"] for r in waiting} >= {"Deployment", "StatefulSet"}
+    _synced_healthy(store, name, timeout=30)
