@@ -119,6 +119,13 @@ def test_extension_lifecycle(conn: dict[str, Any], aks: ContainerServiceClient, 
     assert got.configuration_settings == {"deployWithHighAvailability": "false"}
     assert "protected-value" not in str(got.as_dict())
     assert [e.name for e in ext.extensions.list(*args[:4])] == ["argocd"]
+    patched = ext.extensions.begin_update(
+        *args, {"properties": {"configurationSettings": {"redis-ha.enabled": "false"}}}
+    ).result(timeout=60)
+    assert patched.configuration_settings == {
+        "deployWithHighAvailability": "false",
+        "redis-ha.enabled": "false",
+    }
     ext.extensions.begin_delete(*args).result(timeout=60)
     with pytest.raises(ResourceNotFoundError):
         ext.extensions.get(*args)

@@ -264,3 +264,33 @@ def test_purge_is_a_polled_operation(
     assert any("/operationresults/" in e.path and e.status == 202 for e in entries)
     with pytest.raises(ResourceNotFoundError):
         kv.vaults.get_deleted(name, "eastus")
+
+
+def test_challenge_and_bad_api_version_over_raw_https(
+    conn: dict[str, Any], kv: KeyVaultManagementClient, group: str, unique: str
+) -> None:
+    import ssl
+
+    import httpx
+
+    vault = kv.vaults.begin_create_or_update(group, f"kv-raw-{unique}", vault_body(conn)).result(timeout=30)
+    url = f"{vault.properties.vault_uri}secrets/x"
+    verify = ssl.create_default_context(cafile=conn["ca_bundle"])
+    r = httpx.get(url, params={"api-version": "2026-04-01"}, verify=verify)
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"] == (
+        f'Bearer authorization="{conn["authority_host"]}/{conn["tenant_id"]}", resource="https://vault.azure.net"'
+    )
+    token = credential(conn).get_token("https://vault.azure.net/.default").token
+    r = httpx.get(
+        url, params={"api-version": "1999-01-01"}, verify=verify, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter"
+    arm_token = credential(conn).get_token("https://management.azure.com/.default").token
+    r = httpx.get(
+        url,
+        params={"api-version": "2026-04-01"},
+        verify=verify,
+        headers={"Authorization": f"Bearer {arm_token}"},
+    )
+    assert r.status_code == 401  # a token for another audience
