@@ -254,3 +254,18 @@ def test_workload_identity_token_gets_only_what_its_roles_grant_on_arm(
     with pytest.raises(HttpResponseError) as err:
         as_wi.resource_groups.create_or_update(group, {"location": "eastus"})
     assert err.value.status_code == 403
+
+
+def test_deleted_identity_cannot_exchange(
+    conn: dict[str, Any], issuer: Issuer, identity: Any, unique: str
+) -> None:
+    msi, group, ident = identity
+    subject = f"system:serviceaccount:gone-{unique}:sa"
+    props = {"issuer": issuer.url, "subject": subject, "audiences": [AUDIENCE]}
+    msi.federated_identity_credentials.create_or_update(group, ident.name, "fic-gone", {"properties": props})
+    cred = _assertion_credential(conn, ident.client_id, lambda: issuer.token(subject))
+    assert cred.get_token("https://vault.azure.net/.default").token
+    msi.user_assigned_identities.delete(group, ident.name)  # takes its federated credentials along
+    fresh = _assertion_credential(conn, ident.client_id, lambda: issuer.token(subject))
+    with pytest.raises(ClientAuthenticationError, match="AADSTS700016"):
+        fresh.get_token("https://vault.azure.net/.default")
