@@ -387,6 +387,13 @@ class Sandbox:
 
     def serve_forever(self) -> None:
         """Run in the foreground until interrupted (Ctrl-C / SIGTERM)."""
+
+        async def forget_connection() -> None:
+            # uvicorn re-raises the captured signal after shutdown, which ends the process before a
+            # ``finally`` here would run: remove the connection file while shutting down instead.
+            self._remove_connection()
+
+        self.ctx.on_shutdown.append(forget_connection)
         self._server = uvicorn.Server(self._config())
         watcher = threading.Thread(target=self._announce_when_started, daemon=True)
         watcher.start()
