@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+
+if TYPE_CHECKING:
+    from keyless_gitops.spec import EnvironmentSpec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 sandbox_app = typer.Typer(no_args_is_help=True, help="Run the local Azure + AKS sandbox.")
@@ -49,6 +52,7 @@ def sandbox_serve(
 # -- up / kubeconfig (the provision path) ---------------------------------------------------------
 
 TARGET_HELP = "Where to provision: the local sandbox (default) or Azure (needs credentials)."
+SPEC_HELP = "A YAML environment spec (or a deployments/ENV.yaml); overrides --env's built-in values."
 
 
 def _prefect_defaults(state_dir: Path) -> None:
@@ -66,18 +70,12 @@ def up(
     ] = "dev",
     target: Annotated[str, typer.Option(help=TARGET_HELP)] = "sandbox",
     state_dir: Annotated[Path, typer.Option(help="The sandbox's state directory.")] = DEFAULT_STATE_DIR,
+    spec_file: Annotated[Path | None, typer.Option("--spec", help=SPEC_HELP)] = None,
 ) -> None:
     """Provision the whole stack (idempotent: a second run changes nothing)."""
     _prefect_defaults(state_dir)
-    from pydantic import ValidationError
-
-    from keyless_gitops.spec import preset
-
-    try:
-        spec = preset(env)
-    except ValidationError as exc:
-        typer.echo(f"error: environment {env!r} is not valid:\n{exc}", err=True)
-        raise typer.Exit(2) from None
+    spec = _load_spec(env, spec_file)
+    env = spec.environment
     from flows.provision import ProvisionResult, provision, summary_rows
     from keyless_gitops.target import TargetError, open_target
 
@@ -115,6 +113,24 @@ def up(
     _how_to_open(run_id)
 
 
+def _load_spec(env: str, spec_file: Path | None) -> EnvironmentSpec:
+    """The environment spec: from ``--spec`` (a spec, or a deployments/*.yaml with a ``spec:`` key), else
+    the built-in preset for ``--env``. Validated here, before any call."""
+    import yaml
+    from pydantic import ValidationError
+
+    from keyless_gitops.spec import EnvironmentSpec, preset
+
+    try:
+        if spec_file is None:
+            return preset(env)
+        doc = yaml.safe_load(spec_file.read_text()) or {}
+        return EnvironmentSpec.model_validate(doc.get("spec", doc) if isinstance(doc, dict) else doc)
+    except (ValidationError, OSError, yaml.YAMLError) as exc:
+        typer.echo(f"error: the environment spec is not valid:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _target_kind(target: str) -> Literal["sandbox", "azure"]:
     if target not in ("sandbox", "azure"):
         raise typer.BadParameter("use sandbox or azure", param_hint="--target")
@@ -136,19 +152,21 @@ def kubeconfig(
         Path | None, typer.Option(help="Where to write it (default .state/kubeconfig-ENV).")
     ] = None,
     state_dir: Annotated[Path, typer.Option(help="The sandbox's state directory.")] = DEFAULT_STATE_DIR,
+    spec_file: Annotated[Path | None, typer.Option("--spec", help=SPEC_HELP)] = None,
 ) -> None:
     """Write the cluster's kubeconfig for kubectl (a credential: mode 0600, never printed)."""
     _prefect_defaults(state_dir)
-    from keyless_gitops.spec import preset
     from keyless_gitops.target import TargetError, open_target
     from tasks.aks import get_kubeconfig
     from tasks.common import load_credentials
 
+    base_spec = _load_spec(env, spec_file)
+    env = base_spec.environment
     path = output or state_dir.parent / f"kubeconfig-{env}"
     try:
         with open_target(_target_kind(target), state_dir=state_dir) as tgt:
             creds = load_credentials(tgt.credentials_block)
-            spec = preset(env).for_subscription(creds.subscription_id)
+            spec = base_spec.for_subscription(creds.subscription_id)
             data = get_kubeconfig(creds, spec.names)
             attached = "attached" in tgt.description
     except TargetError as exc:

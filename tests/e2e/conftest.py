@@ -37,18 +37,19 @@ def upstream_pin_resolves(state_dir: Path) -> bool:
     return True
 
 
-def sandbox_pin(sandbox: Sandbox) -> str:
+def sandbox_pin(sandbox: Sandbox | Path) -> str:
     """The pinned revision for e2e specs: the product's own pin when the sandbox resolves it.
 
     The sandbox's mirror serves the vendored fixture (upstream commit 7ce10c5) as its own
     deterministic commit, whose SHA differs from upstream's; until the mirror also resolves the
     upstream SHA, the e2e specs pin the mirror's commit (same files) so the rest is tested.
     """
-    if upstream_pin_resolves(sandbox.state_dir):
+    state_dir = sandbox if isinstance(sandbox, Path) else sandbox.state_dir
+    if upstream_pin_resolves(state_dir):
         return AKS_STORE_DEMO_REVISION
     from sandbox.k8s.controllers import gitrepos
 
-    return gitrepos.resolve(gitrepos.mirror_path(sandbox.state_dir, AKS_STORE_DEMO_REPO), "HEAD")  # type: ignore[arg-type]
+    return gitrepos.resolve(gitrepos.mirror_path(state_dir, AKS_STORE_DEMO_REPO), "HEAD")  # type: ignore[arg-type]
 
 
 @pytest.fixture

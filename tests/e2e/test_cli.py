@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from keyless_gitops.cli import app
 from keyless_gitops.target import AZURE_ENV
 from sandbox.server import Sandbox
-from tests.e2e.conftest import upstream_pin_resolves
+from tests.e2e.conftest import sandbox_pin, upstream_pin_resolves
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 
@@ -51,25 +52,27 @@ def test_up_starts_the_sandbox_then_attaches_and_changes_nothing(
     """The README's command on a fresh state dir, then kubeconfig, then `up` again against a running
     sandbox (attach): every step unchanged and no write in the journal; kubectl sees the stack."""
     state = tmp_path / "sandbox"
+    args = ["--state-dir", str(state)]
     if not upstream_pin_resolves(state):
-        pytest.skip(
-            "the sandbox's git mirror does not resolve the product's pinned aks-store-demo commit yet"
-        )
+        # Until the sandbox's mirror resolves the upstream pin, pin the mirror's commit (same files).
+        spec_file = tmp_path / "dev.yaml"
+        spec_file.write_text(yaml.safe_dump({"spec": {"gitops": {"target_revision": sandbox_pin(state)}}}))
+        args += ["--spec", str(spec_file)]
     runner = CliRunner()
-    first = runner.invoke(app, ["up", "--state-dir", str(state)])
+    first = runner.invoke(app, ["up", *args])
     assert first.exit_code == 0, first.output
     assert "started the sandbox in-process" in first.output
     assert "provisioned dev: done" in first.output and "flow-run/" in first.output
 
     kubeconfig = tmp_path / "kubeconfig"
-    out = runner.invoke(app, ["kubeconfig", "--state-dir", str(state), "--output", str(kubeconfig)])
+    out = runner.invoke(app, ["kubeconfig", *args, "--output", str(kubeconfig)])
     assert out.exit_code == 0, out.output
     assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600
     assert "token" not in out.output.lower() and "BEGIN" not in out.output
 
     with Sandbox(state) as running:
         seq = running.ctx.journal.last_seq
-        second = runner.invoke(app, ["up", "--state-dir", str(state)])
+        second = runner.invoke(app, ["up", *args])
         assert second.exit_code == 0, second.output
         assert "attached to the running sandbox" in second.output
         assert "every step unchanged" in second.output
