@@ -217,8 +217,26 @@ def check_fields(rt: ResourceType, obj: dict[str, Any], mode: str, warnings: lis
 
 
 # -- defaulting ------------------------------------------------------------------------------------
+def _schema_defaults(schema: dict[str, Any], value: Any) -> None:
+    """Structural-schema defaulting of custom resources (apiextensions.k8s.io/v1 ``default``)."""
+    if isinstance(value, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if not isinstance(sub, dict):
+                continue
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                _schema_defaults(sub, value[key])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            _schema_defaults(schema["items"], item)
+
+
 def default(rt: ResourceType, obj: dict[str, Any]) -> None:
-    """The few defaults clients and controllers look at (k8s.io/kubernetes pkg/apis/*/v1/defaults.go)."""
+    """The few defaults clients and controllers look at (k8s.io/kubernetes pkg/apis/*/v1/defaults.go),
+    and the ``default`` values of a custom resource's schema."""
+    if rt.schema:
+        _schema_defaults({k: v for k, v in rt.schema.items() if k != "default"}, obj)
     spec = obj.get("spec")
     if rt.key == "/namespaces":
         obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])

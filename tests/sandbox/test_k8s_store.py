@@ -264,6 +264,7 @@ def test_crd_schema_validation_reports_causes(store: ClusterStore, ns: str) -> N
                                         "properties": {
                                             "n": {"type": "integer"},
                                             "s": {"type": "string", "nullable": True},
+                                            "mode": {"type": "string", "default": "auto"},
                                         },
                                     }
                                 },
@@ -293,7 +294,7 @@ def test_crd_schema_validation_reports_causes(store: ClusterStore, ns: str) -> N
             "spec": {"n": 1, "s": None, "dropped": True},
         }
     )
-    assert ok["spec"] == {"n": 1, "s": None}  # pruned
+    assert ok["spec"] == {"n": 1, "s": None, "mode": "auto"}  # pruned and defaulted
 
 
 def test_http_watch_resume_expiry_and_selector_transitions(cluster: dict[str, Any], ns: str) -> None:
