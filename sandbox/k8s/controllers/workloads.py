@@ -140,6 +140,7 @@ class WorkloadController:
         self.clock = clock
         self.volume_checkers: list[VolumeChecker] = []
         self._start_due: dict[str, float] = {}  # pod uid -> when its containers run
+        self._mount_events: dict[str, tuple[str, float]] = {}  # pod uid -> last FailedMount (text, time)
         self._scheduled = 0
 
     # -- event routing ------------------------------------------------------------------------
@@ -148,6 +149,9 @@ class WorkloadController:
         md = obj.get("metadata", {})
         ns, name = md.get("namespace", ""), md.get("name", "")
         keys: list[Key] = []
+        if kind == "Pod" and event_type == "DELETED":
+            self._start_due.pop(md.get("uid", ""), None)
+            self._mount_events.pop(md.get("uid", ""), None)
         if kind in ("Deployment", "ReplicaSet", "StatefulSet", "Pod", "Service"):
             keys.append((kind, ns, name))
             owner = controller_of(obj)
@@ -605,6 +609,7 @@ class WorkloadController:
         uid = md.get("uid", "")
         if md.get("deletionTimestamp"):
             self._start_due.pop(uid, None)
+            self._mount_events.pop(uid, None)
             return None
         status = copy.deepcopy(pod.get("status") or {})
         if status.get("phase") in ("Succeeded", "Failed"):
@@ -685,7 +690,14 @@ class WorkloadController:
             self._write_pod_status(pod, status)
             if pending_volume.retry_after is None:
                 return None  # the volume plugin records its events and requeues the pod itself
-            if pending_volume.message:
+            last = self._mount_events.get(uid)
+            now_s = self.clock.now()
+            if pending_volume.message and (
+                last is None
+                or last[0] != pending_volume.message
+                or now_s - last[1] >= pending_volume.retry_after
+            ):
+                self._mount_events[uid] = (pending_volume.message, now_s)
                 record_event(
                     self.api,
                     pod,
