@@ -154,6 +154,7 @@ def test_statefulset_creates_ordered_pods(store: ClusterStore, ns: str) -> None:
     assert names == ["db-0", "db-1", "db-2"]
     pod0 = store.get("v1", "Pod", "db-0", ns)
     assert pod0["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == "db-0"
+    assert (pod0["spec"]["hostname"], pod0["spec"]["subdomain"]) == ("db-0", "db")
     assert pod0["metadata"]["labels"]["controller-revision-hash"] == live["status"]["currentRevision"]
     assert live["status"]["currentRevision"] == live["status"]["updateRevision"]
 

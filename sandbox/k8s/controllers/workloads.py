@@ -467,7 +467,12 @@ class WorkloadController:
         return None
 
     def _create_pod(
-        self, owner: Obj, name: str, template: dict[str, Any], extra_labels: dict[str, str] | None = None
+        self,
+        owner: Obj,
+        name: str,
+        template: dict[str, Any],
+        extra_labels: dict[str, str] | None = None,
+        extra_spec: dict[str, Any] | None = None,
     ) -> Obj:
         tmeta = template.get("metadata") or {}
         labels = dict(tmeta.get("labels") or {})
@@ -481,7 +486,7 @@ class WorkloadController:
                 "labels": labels,
                 "ownerReferences": [owner_ref(owner)],
             },
-            "spec": copy.deepcopy(template.get("spec") or {}),
+            "spec": {**copy.deepcopy(template.get("spec") or {}), **(extra_spec or {})},
         }
         if owner["kind"] == "ReplicaSet":
             pod["metadata"]["generateName"] = owner["metadata"]["name"] + "-"
@@ -528,8 +533,12 @@ class WorkloadController:
                         "statefulset.kubernetes.io/pod-name": pname,
                         "apps.kubernetes.io/pod-index": str(i),
                     },
+                    # the StatefulSet controller names the pod's DNS entry: <pod>.<serviceName>
+                    {
+                        "hostname": pname,
+                        **({"subdomain": spec["serviceName"]} if spec.get("serviceName") else {}),
+                    },
                 )
-                new["spec"]  # hostname/subdomain are set by the controller
                 pods[pname] = new
                 record_event(
                     self.api,
