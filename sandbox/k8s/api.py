@@ -41,6 +41,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import BaseRoute, Route
 
 from sandbox.context import SandboxContext
+from sandbox.k8s import patch as patching
+from sandbox.k8s import protobuf
 from sandbox.k8s.kinds import ResourceType
 from sandbox.k8s.selectors import FieldSelector, LabelSelector, SelectorError
 from sandbox.k8s.service import K8sService
@@ -54,6 +56,7 @@ from sandbox.k8s.store import (
     MethodNotAllowed,
     NotFound,
     Unauthorized,
+    UnsupportedMediaType,
     WatchEvent,
 )
 from sandbox.k8s.tables import to_table
@@ -264,19 +267,13 @@ async def _body(request: Request) -> Any:
         return {}
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype == "application/vnd.kubernetes.protobuf":
-        from sandbox.k8s import protobuf
-
         try:
             return protobuf.decode(raw)
         except protobuf.ProtobufError as exc:
-            from sandbox.k8s.store import UnsupportedMediaType
-
             raise UnsupportedMediaType(
                 f"{exc}; accepted media types include: application/json, application/yaml"
             ) from exc
     if "protobuf" in ctype or "cbor" in ctype:
-        from sandbox.k8s.store import UnsupportedMediaType
-
         raise UnsupportedMediaType(
             "the body of the request was in an unknown format - accepted media types include: "
             "application/json, application/yaml"
@@ -519,8 +516,6 @@ class ApiServer:
         if method == "PATCH":
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype not in PATCH_TYPES:
-                from sandbox.k8s.store import UnsupportedMediaType
-
                 raise UnsupportedMediaType(
                     f"the body of the request was in an unknown format - accepted media types include: "
                     f"{', '.join(PATCH_TYPES)}"
@@ -637,19 +632,13 @@ class ApiServer:
         obj = store.get_rt(rt, name, namespace)
         if request.method in ("PUT", "PATCH"):
             body = await _body(request)
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             scale = self._scale_of(rt, obj)
-            if request.method == "PATCH":
-                from sandbox.k8s import patch as patching
-
-                scale = (
-                    patching.json_patch(scale, body)
-                    if isinstance(body, list)
-                    else patching.merge_patch(scale, body)
-                )
-                del ctype
-            else:
+            if request.method == "PUT":
                 scale = body
+            elif isinstance(body, list):
+                scale = patching.json_patch(scale, body)
+            else:  # merge and strategic merge patches are the same on a Scale (no lists)
+                scale = patching.merge_patch(scale, body)
             obj["spec"]["replicas"] = int((scale.get("spec") or {}).get("replicas", 0))
             obj = store.update_rt(
                 rt, name, namespace, obj, field_manager=request.query_params.get("fieldManager")
@@ -657,11 +646,8 @@ class ApiServer:
         return JSONResponse(self._scale_of(rt, obj))
 
     def _scale_of(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
-        from sandbox.k8s.selectors import LabelSelector as _LS
-
         sel = (obj.get("spec") or {}).get("selector") or {}
         sel_text = ",".join(f"{k}={v}" for k, v in (sel.get("matchLabels") or {}).items())
-        del _LS
         m = obj["metadata"]
         return {
             "kind": "Scale",

@@ -544,3 +544,10 @@ def test_typed_create_deployment_and_service(cluster: dict[str, Any], unique: st
     assert 30000 <= port["nodePort"] <= 32767
     octets = [int(o) for o in svc["clusterIP"].split(".")]
     assert octets[:2] == [10, 0] and all(0 <= o <= 255 for o in octets)
+
+
+def test_scale_subresource(cluster: dict[str, Any], unique: str) -> None:
+    namespace = ns(cluster, unique)
+    kubectl(cluster, "create", "deployment", "web", "-n", namespace, "--image=nginx:1.27")
+    assert "scaled" in kubectl(cluster, "scale", "-n", namespace, "deployment/web", "--replicas=3")
+    assert cluster["store"].get("apps/v1", "Deployment", "web", namespace)["spec"]["replicas"] == 3
