@@ -33,6 +33,7 @@ from tasks.common import (
     wait_until,
 )
 from tasks.keyvault import VaultFacts
+from tasks.redaction import register_secret
 from tasks.roles import RoleAssignmentFacts
 
 PROPAGATION_BUDGET = 5 * 60
@@ -100,6 +101,7 @@ def ensure_secrets_seeded(
     generated: list[str] = []
     for secret_name, block_name in sorted(spec.secrets.items()):
         value, was_generated = read_secret_block(block_name, generate_missing=generate_missing)
+        register_secret(value)
         if was_generated:
             generated.append(block_name)
             log().warning(

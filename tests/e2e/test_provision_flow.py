@@ -241,3 +241,32 @@ def test_failed_run_retried_skips_finished_steps(
         )
     cached = {tr.name.rsplit("-", 1)[0] for tr in runs if tr.state and tr.state.name == "Cached"}
     assert {"resource group", "AKS cluster", "key vault", "managed identity"} <= cached
+
+
+def test_redaction_backstop_masks_a_leaked_value_in_api_logs(first_run: Run, prefect_harness: Path) -> None:
+    """If a value read from a Secret block ever reached a log line, the API log would show *** (P28)."""
+    from prefect import flow, task
+
+    from tasks.common import log
+    from tasks.redaction import register_secret
+    from tasks.secrets import read_secret_block
+
+    block = first_run.spec.secrets["api-key"]
+
+    @task
+    def careless() -> None:
+        value, _ = read_secret_block(block, generate_missing=False)
+        register_secret(value)
+        log().info("a careless line with %s in it", value)
+
+    @flow
+    def leak() -> None:
+        careless()
+
+    state = leak(return_state=True)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id={"any_": [state.state_details.flow_run_id]})  # type: ignore[arg-type]
+        )
+    lines = [entry.message for entry in logs if "careless line" in entry.message]
+    assert lines == ["a careless line with *** in it"]
