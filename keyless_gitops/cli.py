@@ -58,6 +58,8 @@ SPEC_HELP = "A YAML environment spec (or a deployments/ENV.yaml); overrides --en
 def _prefect_defaults(state_dir: Path) -> None:
     """Prefect settings for a CLI run, unless the user set them (read when prefect is imported)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The embedded server can take a while to come up on a busy machine (default 20 s).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     # Persisted results (ids only, never secrets) let `prefect flow-run retry` skip finished steps.
     # They stay in Prefect's own setting (default $PREFECT_HOME/storage), so a later `prefect`
     # command on this machine finds them; workers on several machines need shared result storage.
