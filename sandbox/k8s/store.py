@@ -110,6 +110,7 @@ PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
 
 HISTORY = 5000  # watch events kept for resuming a watch from a resourceVersion
 EVENT_TTL_SECONDS = 3600
+CRD_CLEANUP = "customresourcecleanup.apiextensions.k8s.io"
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -452,6 +453,14 @@ class ClusterStore:
                     )
             else:
                 meta.pop("namespace", None)
+            if rt.crd:
+                crd = self._bucket(self._types[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]).get(
+                    f"/{rt.crd}"
+                )
+                if crd is not None and crd["metadata"].get("deletionTimestamp"):
+                    raise MethodNotAllowed(
+                        "create not allowed while custom resource definition is terminating"
+                    )
             if not meta.get("name") and meta.get("generateName"):
                 for _ in range(20):
                     name = meta["generateName"] + "".join(secrets.choice(_GENERATE_CHARS) for _ in range(5))
@@ -812,6 +821,8 @@ class ClusterStore:
                 self._orphan(meta["uid"])
             if rt.key == NAMESPACE_KEY:
                 return self._terminate_namespace(rt, current)
+            if rt.key == CRD_KEY:
+                return self._terminate_crd(rt, current)
             if policy == "Foreground":
                 self._collect(meta["uid"], "Foreground")
             if meta.get("finalizers"):
@@ -837,8 +848,59 @@ class ClusterStore:
         self._collect(meta["uid"], "Background")
         if rt.namespaced:
             self._maybe_finish_namespace(meta.get("namespace", ""))
-        elif rt.key == NAMESPACE_KEY:
-            pass
+        if rt.crd:
+            self._maybe_finish_crd(rt.crd)
+
+    def _terminate_crd(self, rt: ResourceType, crd: dict[str, Any]) -> dict[str, Any]:
+        """CRD deletion (apiextensions-apiserver): the ``customresourcecleanup`` finalizer holds the
+        CRD, ``Terminating`` while its custom resources are deleted (their finalizers hold them,
+        PITFALLS P23), then it goes; no new custom resources meanwhile."""
+        meta = crd["metadata"]
+        meta["deletionTimestamp"] = now_iso()
+        meta["finalizers"] = [*(meta.get("finalizers") or []), CRD_CLEANUP]
+        status = crd.setdefault("status", {})
+        status["conditions"] = [
+            c for c in status.get("conditions") or [] if c.get("type") != "Terminating"
+        ] + [
+            {
+                "type": "Terminating",
+                "status": "True",
+                "reason": "InstanceDeletionInProgress",
+                "message": "CustomResource deletion is in progress",
+                "lastTransitionTime": now_iso(),
+            }
+        ]
+        rv = self._next_rv()
+        meta["resourceVersion"] = str(rv)
+        self._put(rt, crd)
+        self._emit("MODIFIED", rt, crd, rv)
+        name = meta["name"]
+        for crt in [r for r in self._plurals.values() if r.crd == name][:1]:
+            for obj in list(self._bucket(crt).values()):
+                m = obj["metadata"]
+                if self.find_rt(crt, m["name"], m.get("namespace")) is not None:
+                    self.delete_rt(crt, m["name"], m.get("namespace"))
+        self._maybe_finish_crd(name)
+        return self.find_rt(rt, name, None) or self._out(rt, crd)
+
+    def _maybe_finish_crd(self, name: str) -> None:
+        rt = self._types[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
+        crd = self._bucket(rt).get(f"/{name}")
+        if crd is None or not crd["metadata"].get("deletionTimestamp"):
+            return
+        crts = [r for r in self._plurals.values() if r.crd == name]
+        if crts and self._bucket(crts[0]):
+            return
+        crd = copy.deepcopy(crd)
+        finalizers = [f for f in crd["metadata"].get("finalizers") or [] if f != CRD_CLEANUP]
+        crd["metadata"]["finalizers"] = finalizers
+        if finalizers:
+            rv = self._next_rv()
+            crd["metadata"]["resourceVersion"] = str(rv)
+            self._put(rt, crd)
+            self._emit("MODIFIED", rt, crd, rv)
+        else:
+            self._really_delete(rt, crd)
 
     def _all_objects(self) -> Iterable[tuple[ResourceType, dict[str, Any]]]:
         seen: set[str] = set()

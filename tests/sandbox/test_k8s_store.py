@@ -22,6 +22,7 @@ import pytest
 from sandbox.k8s.store import (
     MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
+    ApiError,
     ClusterStore,
     Forbidden,
     Invalid,
@@ -434,3 +435,56 @@ def test_events_expire_after_an_hour(store: ClusterStore, ns: str) -> None:
     store.create(event("new", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
     names = [e["metadata"]["name"] for e in store.list("v1", "Event", ns)[0]]
     assert names == ["new"]
+
+
+def test_crd_deletion_waits_for_custom_resource_finalizers(store: ClusterStore, ns: str, unique: str) -> None:
+    """PITFALLS P23: a CRD whose custom resources carry finalizers stays Terminating."""
+    group = f"g{unique}.test"
+    store.create(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"apps.{group}"},
+            "spec": {
+                "group": group,
+                "names": {"plural": "apps", "kind": "App"},
+                "scope": "Namespaced",
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+    )
+    av = f"{group}/v1"
+    store.create(
+        {
+            "apiVersion": av,
+            "kind": "App",
+            "metadata": {"name": "a", "namespace": ns, "finalizers": ["example.com/cleanup"]},
+        }
+    )
+    store.create({"apiVersion": av, "kind": "App", "metadata": {"name": "b", "namespace": ns}})
+    crd = store.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", f"apps.{group}")
+    assert crd["metadata"]["deletionTimestamp"]
+    assert {c["type"]: c["status"] for c in crd["status"]["conditions"]}["Terminating"] == "True"
+    assert store.find(av, "App", "b", ns) is None
+    assert store.get(av, "App", "a", ns)["metadata"]["deletionTimestamp"]
+    with pytest.raises(ApiError) as exc:
+        store.create({"apiVersion": av, "kind": "App", "metadata": {"name": "c", "namespace": ns}})
+    assert exc.value.code == 405
+    held = store.get(av, "App", "a", ns)
+    held["metadata"]["finalizers"] = []
+    store.update(held)
+    assert store.find("apiextensions.k8s.io/v1", "CustomResourceDefinition", f"apps.{group}") is None
+    with pytest.raises(ApiError):
+        store.rtype(av, "App")
