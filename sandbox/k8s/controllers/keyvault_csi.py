@@ -285,7 +285,9 @@ class KeyVaultCsiProvider:
 
     def _backoff_cap(self) -> float:
         scale = float(getattr(self.clock, "time_scale", 1.0))
-        return BACKOFF_MAX if scale >= 1 else max(2.0, BACKOFF_MAX * scale)
+        # scaled like every other duration, but never below 10 s: a broken chain in an idle sandbox
+        # keeps retrying (as the kubelet does) without flooding Entra, Key Vault and the journal
+        return BACKOFF_MAX if scale >= 1 else max(10.0, BACKOFF_MAX * scale)
 
     def _plan(self, pod: Obj, vol: dict[str, Any]) -> _Plan:
         md = pod["metadata"]
