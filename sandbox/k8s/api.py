@@ -43,7 +43,7 @@ from starlette.routing import BaseRoute, Route
 from sandbox.context import SandboxContext
 from sandbox.k8s import patch as patching
 from sandbox.k8s import protobuf
-from sandbox.k8s.kinds import ResourceType
+from sandbox.k8s.kinds import REVIEW_KEYS, ResourceType
 from sandbox.k8s.selectors import FieldSelector, LabelSelector, SelectorError
 from sandbox.k8s.service import K8sService
 from sandbox.k8s.store import (
@@ -455,6 +455,8 @@ class ApiServer:
                 if _wants_table(request):
                     return JSONResponse(to_table(rt, items, rv, list_=True))
                 return JSONResponse(_list_body(rt, items, rv))
+            if method == "POST" and rt.key in REVIEW_KEYS:
+                return self._review(rt, await _body(request), key, request)
             if method == "POST":
                 if rt.namespaced and namespace is None:
                     raise MethodNotAllowed("the server does not allow this method on the requested resource")
@@ -560,6 +562,27 @@ class ApiServer:
                 return JSONResponse(store.get_rt(rt, name, namespace), status_code=200)
             return JSONResponse(_success(rt, obj))
         raise MethodNotAllowed("the server does not allow this method on the requested resource")
+
+    def _review(self, rt: ResourceType, body: Any, key: str, request: Request) -> Response:
+        """``kubectl auth can-i`` / ``auth whoami``: every kubeconfig user is admin (AKS local accounts)."""
+        body = dict(body) if isinstance(body, dict) else {}
+        body["apiVersion"], body["kind"] = rt.api_version, rt.kind
+        body.setdefault("metadata", {})["creationTimestamp"] = None
+        auth = request.headers.get("authorization", "")
+        user = self.service.authenticate(key, auth[7:].strip()) or ""
+        if rt.kind == "SelfSubjectAccessReview":
+            body["status"] = {
+                "allowed": True,
+                "reason": "AKS local account: cluster-admin (sandbox, no RBAC)",
+            }
+        else:
+            groups = (
+                ["system:masters", "system:authenticated"]
+                if user.startswith("cluster")
+                else ["system:serviceaccounts", "system:authenticated"]
+            )
+            body["status"] = {"userInfo": {"username": user, "groups": groups}}
+        return JSONResponse(body, status_code=201)
 
     def _check_type(self, rt: ResourceType, body: dict[str, Any]) -> None:
         av, kind = body.get("apiVersion"), body.get("kind")

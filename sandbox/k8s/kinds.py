@@ -166,6 +166,33 @@ BUILTIN: tuple[ResourceType, ...] = (
     ),
 )
 
+# Review kinds: created and answered, never stored (AKS local accounts are cluster-admin).
+REVIEWS: tuple[ResourceType, ...] = (
+    ResourceType(
+        group="authorization.k8s.io",
+        version="v1",
+        plural="selfsubjectaccessreviews",
+        kind="SelfSubjectAccessReview",
+        singular="selfsubjectaccessreview",
+        namespaced=False,
+        model="V1SelfSubjectAccessReview",
+        has_generation=False,
+        verbs=("create",),
+    ),
+    ResourceType(
+        group="authentication.k8s.io",
+        version="v1",
+        plural="selfsubjectreviews",
+        kind="SelfSubjectReview",
+        singular="selfsubjectreview",
+        namespaced=False,
+        model="V1SelfSubjectReview",
+        has_generation=False,
+        verbs=("create",),
+    ),
+)
+REVIEW_KEYS = {rt.key for rt in REVIEWS}
+
 CRD_KEY = "apiextensions.k8s.io/customresourcedefinitions"
 NAMESPACE_KEY = "/namespaces"
 

@@ -70,7 +70,9 @@ Tokens
 
 Built-in behaviour (what kube-controller-manager/apiserver do, so controllers need not): every
 namespace gets ServiceAccount ``default`` and ConfigMap ``kube-root-ca.crt``; CRDs become
-Established and their kinds are served at once; Events expire after one hour.
+Established and their kinds are served at once; a deleted CRD stays ``Terminating`` (finalizer
+``customresourcecleanup.apiextensions.k8s.io``) until its custom resources are gone; Events expire
+after one hour.
 
 Thread safety: one re-entrant lock per store; the HTTP API runs on the server's event loop and
 controllers may call from any thread. State is persisted on every write, one JSON document per
@@ -96,7 +98,7 @@ from typing import Any
 
 from sandbox.k8s import patch as patching
 from sandbox.k8s import schema
-from sandbox.k8s.kinds import BUILTIN, CRD_KEY, NAMESPACE_KEY, ResourceType, crd_resource_types
+from sandbox.k8s.kinds import BUILTIN, CRD_KEY, NAMESPACE_KEY, REVIEWS, ResourceType, crd_resource_types
 from sandbox.k8s.selectors import FieldSelector, LabelSelector
 from sandbox.persist import StateFile
 
@@ -276,7 +278,7 @@ class ClusterStore:
     _plurals: dict[tuple[str, str, str], ResourceType] = field(default_factory=dict)  # (g, v, plural)
 
     def __post_init__(self) -> None:
-        for rt in BUILTIN:
+        for rt in (*BUILTIN, *REVIEWS):
             self._register(rt)
         for crd in (self.files(CRD_KEY).read().get("objects", {}).get(CRD_KEY) or {}).values():
             for rt in crd_resource_types(crd):

@@ -551,3 +551,9 @@ def test_scale_subresource(cluster: dict[str, Any], unique: str) -> None:
     kubectl(cluster, "create", "deployment", "web", "-n", namespace, "--image=nginx:1.27")
     assert "scaled" in kubectl(cluster, "scale", "-n", namespace, "deployment/web", "--replicas=3")
     assert cluster["store"].get("apps/v1", "Deployment", "web", namespace)["spec"]["replicas"] == 3
+
+
+def test_auth_can_i_and_whoami(cluster: dict[str, Any]) -> None:
+    """AKS local accounts are cluster-admin; reviews are answered, never stored."""
+    assert kubectl(cluster, "auth", "can-i", "create", "pods", "-n", "default").strip() == "yes"
+    assert "clusterUser" in kubectl(cluster, "auth", "whoami")
