@@ -61,6 +61,7 @@ MERGE_KEYS: dict[tuple[str, str], str] = {
     ("V1NodeStatus", "conditions"): "type",
     ("V1NodeStatus", "addresses"): "type",
     ("V1NamespaceSpec", "finalizers"): "",
+    ("V1ServiceStatus", "conditions"): "type",
 }
 
 
