@@ -11,7 +11,8 @@ Per cluster (``cluster_id`` = lower-cased ARM resource id):
   ``oidcIssuerProfile.issuerURL`` reports it, MicrosoftDocs "Create an OIDC provider on AKS").
 - an RSA-2048 service-account signing key, ``STATE_DIR/k8s/<key>/sa.key`` (mode 0600), kept
   across restarts so issued tokens stay verifiable.
-- bearer tokens for the user and admin kubeconfigs (AKS local accounts), in the state file.
+- bearer tokens for the user and admin kubeconfigs (AKS local accounts),
+  ``STATE_DIR/k8s/<key>/tokens.json`` (mode 0600).
 
 Extensions (Argo CD, ...) are installed by a hook the controllers provide as
 ``ctx.services["k8s.extensions"]``: an object with ``ensure_extension(store, *, name,
@@ -25,6 +26,7 @@ import base64
 import contextlib
 import copy
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -78,6 +80,7 @@ class K8sService:
         self._lock = threading.RLock()
         self._stores: dict[str, ClusterStore] = {}
         self._keys: dict[str, rsa.RSAPrivateKey] = {}
+        self._tokens: dict[str, dict[str, str]] = {}
         self._cluster_hooks: list[Callable[[ClusterStore], None]] = []
         self.registry = ctx.state("k8s-clusters")  # {"clusters": {key: info}}
 
@@ -180,6 +183,23 @@ class K8sService:
                     self._keys[key] = pk
             return self._keys[key]
 
+    def tokens(self, key: str) -> dict[str, str]:
+        """The bearer tokens of the user and admin kubeconfigs (``STATE_DIR/k8s/<key>/tokens.json``,
+        mode 0600, beside the signing key: credentials stay out of the world-readable state)."""
+        with self._lock:
+            if key not in self._tokens:
+                path = self.ctx.state_dir / "k8s" / key / "tokens.json"
+                if path.exists():
+                    self._tokens[key] = json.loads(path.read_text())
+                else:
+                    toks = {"user": secrets.token_hex(32), "admin": secrets.token_hex(32)}
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w") as f:
+                        json.dump(toks, f)
+                    self._tokens[key] = toks
+            return self._tokens[key]
+
     def kid(self, key: str) -> str:
         """Key id as kube-apiserver computes it: base64url(sha256(DER of the public key))."""
         der = (
@@ -242,9 +262,10 @@ class K8sService:
         info = self.info(key)
         if info is None or not token:
             return None
-        if secrets.compare_digest(token, info["user_token"]):
+        tokens = self.tokens(key)
+        if secrets.compare_digest(token, tokens["user"]):
             return "clusterUser"
-        if secrets.compare_digest(token, info["admin_token"]):
+        if secrets.compare_digest(token, tokens["admin"]):
             return "clusterAdmin"
         with contextlib.suppress(jwt.PyJWTError):
             claims = jwt.decode(
@@ -279,8 +300,6 @@ class K8sService:
                     "name": name,
                     "tenant": self.ctx.identity.tenant_id,
                     "issuer_id": str(uuid.uuid4()),
-                    "user_token": secrets.token_hex(32),
-                    "admin_token": secrets.token_hex(32),
                     "created": time.time(),
                 }
                 info.update(
@@ -292,6 +311,7 @@ class K8sService:
                 )
                 clusters[key] = info
             self.signing_key(key)
+            self.tokens(key)
             store = self.store(key)
             for ns in SYSTEM_NAMESPACES:
                 with contextlib.suppress(AlreadyExists):
@@ -388,6 +408,7 @@ class K8sService:
                     st.path.unlink()
                 self.ctx._states.pop(area, None)
             self._keys.pop(key, None)
+            self._tokens.pop(key, None)
             shutil.rmtree(self.ctx.state_dir / "k8s" / key, ignore_errors=True)
 
     def kubeconfig(self, cluster_id: str, *, admin: bool = False) -> bytes:
@@ -411,7 +432,7 @@ class K8sService:
             ],
             "current-context": name + ("-admin" if admin else ""),
             "preferences": {},
-            "users": [{"name": user, "user": {"token": info["admin_token" if admin else "user_token"]}}],
+            "users": [{"name": user, "user": {"token": self.tokens(key)["admin" if admin else "user"]}}],
         }
         return yaml.safe_dump(doc, sort_keys=False).encode()
 

@@ -357,6 +357,8 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep", "namespace": "default"}}
         )
         token, _ = sb.ctx.services["k8s"].mint_token(store.key, "default", "default", WI_AUDIENCE)
+        kubeconfig = backend.kubeconfig(cid)
+        assert (tmp_path / "k8s" / store.key / "tokens.json").stat().st_mode & 0o077 == 0
         rv = store.resource_version
     with Sandbox(tmp_path, time_scale=0.0) as sb:
         backend = sb.ctx.services["clusters"]
@@ -374,6 +376,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         )
         store = sb.ctx.services["k8s"].store(backend.key_for(cid))
         assert store.get("v1", "ConfigMap", "keep", "default")["metadata"]["name"] == "keep"
+        assert backend.kubeconfig(cid) == kubeconfig  # same server, CA and token after a restart
         assert store.resource_version >= rv
         assert (
             store.find(

@@ -47,7 +47,7 @@ def cluster(sandbox: Sandbox) -> Iterator[dict[str, Any]]:
         node_count=1,
     )
     key = backend.key_for(cid)
-    token = backend.info(key)["user_token"]
+    token = backend.tokens(key)["user"]
     http = httpx.Client(
         base_url=endpoints.server_url,
         verify=str(sandbox.ctx.tls.ca_bundle),
