@@ -22,7 +22,7 @@ from tasks.extension import ensure_argocd_extension
 from tasks.identity import ensure_federated_credential, ensure_identity
 from tasks.keyvault import ensure_key_vault
 from tasks.kube import ensure_gitops_application, ensure_sample_app, ensure_workload_objects
-from tasks.remediate import restart_sample_app, sync_application
+from tasks.remediate import recover_deleted_secrets, restart_sample_app, sync_application
 from tasks.resource_group import ensure_resource_group
 from tasks.roles import ensure_identity_can_read_secrets, ensure_pipeline_can_write_secrets
 from tasks.secrets import ensure_secrets_seeded
@@ -68,6 +68,11 @@ def remediate_steps(
         elif step is Step.SECRETS_OFFICER:
             record(step, ensure_pipeline_can_write_secrets(spec, creds, facts[Step.KEY_VAULT]))
         elif step is Step.SEED_SECRETS:
+            recovered = recover_deleted_secrets(spec, creds, facts[Step.KEY_VAULT].vault_uri)
+            done += [
+                {"step": step.value, "resource": f"recovered {n}", "change": "updated", "target": True}
+                for n in recovered
+            ]
             record(
                 step,
                 ensure_secrets_seeded(spec, creds, facts[Step.KEY_VAULT], facts[Step.SECRETS_OFFICER], False),

@@ -208,7 +208,7 @@ def _azure(spec: EnvironmentSpec, names: Names, obs: Observation, out: _Rows) ->
     ):
         return
     assert kv is not None
-    out.eq(
+    if not out.eq(
         "azure.key-vault.rbac",
         A,
         kv_res,
@@ -218,7 +218,8 @@ def _azure(spec: EnvironmentSpec, names: Names, obs: Observation, out: _Rows) ->
         "identity -> vault link: the vault no longer uses Azure RBAC, so the Secrets User role grants "
         "nothing (and access policies bypass the role model)",
         Step.KEY_VAULT,
-    )
+    ):
+        return  # the data plane answers by access policy now: the secret rows would only echo this link
     for secret in spec.secrets:
         res = f"secret {names.key_vault}/{secret}"
         if "secrets" in obs.errors:
@@ -635,6 +636,8 @@ def _kubernetes(
 
 def _proofs(spec: EnvironmentSpec, names: Names, obs: Observation, out: _Rows) -> None:
     K = Layer.KUBERNETES
+    if obs.vault is not None and not obs.vault.rbac_authorization:
+        return  # cannot read the vault's current version: the RBAC row names the broken link
     for secret in spec.secrets:
         res = f"sample app -> {names.key_vault}/{secret}"
         check = f"kubernetes.e2e/{secret}"
@@ -651,16 +654,7 @@ def _proofs(spec: EnvironmentSpec, names: Names, obs: Observation, out: _Rows) -
             continue
         p = obs.proofs.get(secret)
         if p is None or p.vault_version is None:
-            out.fail(
-                check,
-                K,
-                res,
-                "mounted = vault current version",
-                "the vault has no current version",
-                Severity.CRITICAL,
-                "the secret is missing in the vault (see its row)",
-            )
-            continue
+            continue  # the secret is missing in the vault: its own row names that link
         stale = [v for v in p.mounted_versions if v != p.vault_version]
         ok_versions = bool(p.mounted_versions) and not stale
         actual = (

@@ -9,12 +9,16 @@ desired state changed: drift that lives in *running* pods or in Argo CD's sync s
   not put it back.
 
 Both wait (bounded) for the result with the pipeline's own status probes.
+
+- ``recover_deleted_secrets``: a seeded secret deleted by hand stays soft-deleted and blocks its
+  name (409 Conflict) until recovered; recovery runs before the seed step.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from azure.core.exceptions import ResourceNotFoundError
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from prefect import task
@@ -111,3 +115,27 @@ def sync_application(spec: EnvironmentSpec, credentials_block: str) -> str:
             retry_on=lambda e: is_transient(e) or (isinstance(e, ApiException) and e.status == 404),
         )
     return last[0]
+
+
+@task(
+    name="remediate: recover deleted secrets",
+    timeout_seconds=300,
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_transient,
+)
+def recover_deleted_secrets(spec: EnvironmentSpec, credentials_block: str, vault_uri: str) -> list[str]:
+    """Recover the spec's secrets that were deleted by hand (soft delete keeps them, and their names
+    cannot be set again until recovered or purged: 409 Conflict). Recovery keeps their versions, so
+    the seed step then finds them unchanged (or writes a new version if the value differs)."""
+    client = load_credentials(credentials_block).get_secret_client(vault_uri)
+    recovered = []
+    for name in spec.secrets:
+        try:
+            client.get_deleted_secret(name)
+        except ResourceNotFoundError:
+            continue
+        client.begin_recover_deleted_secret(name).wait()
+        recovered.append(name)
+        log().info("secret %s: recovered from soft delete", name)
+    return recovered

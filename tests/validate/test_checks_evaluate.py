@@ -360,3 +360,14 @@ def test_an_unexpected_federated_credential_is_reported_not_removed() -> None:
         "entra.fic.unexpected"
     ]
     assert row.severity is Severity.HIGH and row.step is None and "repo:someone/else" in row.actual
+
+
+def test_vault_rbac_off_names_one_link_instead_of_failing_every_secret_read() -> None:
+    h = healthy()
+    assert h.vault is not None
+    obs = replace(
+        h, vault=replace(h.vault, rbac_authorization=False), errors={"secrets": "HttpResponseError 403"}
+    )
+    bad = problems(obs)
+    assert list(bad) == ["azure.key-vault.rbac"]
+    assert bad["azure.key-vault.rbac"].status is Status.DRIFT
