@@ -1073,6 +1073,21 @@ class ClusterStore:
                 meta.get("name", ""),
                 [("metadata.annotations", "FieldValueTooLong", "Too long: must have at most 262144 bytes")],
             )
+        if rt.key == CRD_KEY:
+            spec = obj.get("spec") or {}
+            want = f"{(spec.get('names') or {}).get('plural', '')}.{spec.get('group', '')}"
+            if meta.get("name") != want:
+                raise invalid(
+                    rt,
+                    meta.get("name", ""),
+                    [
+                        (
+                            "metadata.name",
+                            "FieldValueInvalid",
+                            f'Invalid value: "{meta.get("name")}": must be spec.names.plural+"."+spec.group',
+                        )
+                    ],
+                )
 
     def _validate_name(self, rt: ResourceType, name: str) -> None:
         if rt.key in {f"/{k}" for k in _LABEL_KINDS}:

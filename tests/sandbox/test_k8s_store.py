@@ -488,3 +488,21 @@ def test_crd_deletion_waits_for_custom_resource_finalizers(store: ClusterStore, 
     assert store.find("apiextensions.k8s.io/v1", "CustomResourceDefinition", f"apps.{group}") is None
     with pytest.raises(ApiError):
         store.rtype(av, "App")
+
+
+def test_crd_name_must_be_plural_dot_group(store: ClusterStore) -> None:
+    with pytest.raises(Invalid) as exc:
+        store.create(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": "wrong.example.com"},
+                "spec": {
+                    "group": "example.com",
+                    "names": {"plural": "things", "kind": "Thing"},
+                    "scope": "Namespaced",
+                    "versions": [{"name": "v1", "served": True, "storage": True}],
+                },
+            }
+        )
+    assert 'must be spec.names.plural+"."+spec.group' in exc.value.message
