@@ -20,8 +20,11 @@ def creds_block(sandbox: Sandbox, prefect_harness: Path) -> str:
     """The sandbox's credentials, saved as the block the flow reads (as ``keyless-gitops up`` does)."""
     creds = sandbox_credentials(sandbox.connection)
     creds.retry_total = 2
-    creds.save(SANDBOX_BLOCK, overwrite=True)
-    return SANDBOX_BLOCK
+    name = (
+        f"{SANDBOX_BLOCK}-e2e-session"  # not SANDBOX_BLOCK: the CLI tests save that one for their own sandbox
+    )
+    creds.save(name, overwrite=True)
+    return name
 
 
 def upstream_pin_resolves(state_dir: Path) -> bool:

@@ -18,6 +18,7 @@ from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, LogFilter
 from prefect.flow_engine import run_flow
+from prefect.logging.handlers import APILogHandler
 from prefect.states import Scheduled
 from pydantic import SecretStr
 
@@ -174,6 +175,7 @@ def test_second_run_writes_nothing(
 
 def test_no_secret_value_anywhere(first_run: Run, prefect_harness: Path) -> None:
     """P24/P28: canary values never reach logs, artifacts, state messages or persisted results."""
+    APILogHandler().flush()
     with get_client(sync_client=True) as client:
         run_filter = FlowRunFilter(id={"any_": [first_run.flow_run_id]})  # type: ignore[arg-type]
         logs = client.read_logs(log_filter=LogFilter(flow_run_id={"any_": [first_run.flow_run_id]}))  # type: ignore[arg-type]
@@ -264,6 +266,7 @@ def test_redaction_backstop_masks_a_leaked_value_in_api_logs(first_run: Run, pre
         careless()
 
     state = leak(return_state=True)
+    APILogHandler().flush()
     with get_client(sync_client=True) as client:
         logs = client.read_logs(
             log_filter=LogFilter(flow_run_id={"any_": [state.state_details.flow_run_id]})  # type: ignore[arg-type]
