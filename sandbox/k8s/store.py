@@ -966,13 +966,61 @@ class ClusterStore:
         ns = self._bucket(rt).get(f"/{name}")
         if ns is None or not ns["metadata"].get("deletionTimestamp"):
             return
+        remaining: dict[str, int] = {}
+        finalizers: dict[str, int] = {}
         for ort, obj in self._all_objects():
             if ort.namespaced and obj["metadata"].get("namespace") == name:
-                return
+                remaining[ort.group_resource] = remaining.get(ort.group_resource, 0) + 1
+                for f in obj["metadata"].get("finalizers") or []:
+                    finalizers[f] = finalizers.get(f, 0) + 1
+        if remaining:
+            self._namespace_conditions(rt, ns, remaining, finalizers)
+            return
         ns = copy.deepcopy(ns)
         if ns["metadata"].get("finalizers"):
             return  # metadata finalizers of the namespace itself hold it (spec.finalizers are ours)
         self._really_delete(rt, ns)
+
+    def _namespace_conditions(
+        self, rt: ResourceType, ns: dict[str, Any], remaining: dict[str, int], finalizers: dict[str, int]
+    ) -> None:
+        """What a stuck namespace shows (namespace controller's ``NamespaceContentRemaining`` and
+        ``NamespaceFinalizersRemaining`` conditions), so ``kubectl get ns -o yaml`` names the hold-up."""
+        ts = now_iso()
+        conds = [
+            {
+                "type": "NamespaceContentRemaining",
+                "status": "True",
+                "reason": "SomeResourcesRemain",
+                "message": "Some resources are remaining: "
+                + ", ".join(f"{k} has {v} resource instances" for k, v in sorted(remaining.items())),
+                "lastTransitionTime": ts,
+            },
+            {
+                "type": "NamespaceFinalizersRemaining",
+                "status": "True" if finalizers else "False",
+                "reason": "SomeFinalizersRemain" if finalizers else "ContentHasNoFinalizers",
+                "message": (
+                    "Some content in the namespace has finalizers remaining: "
+                    + ", ".join(f"{k} in {v} resource instances" for k, v in sorted(finalizers.items()))
+                )
+                if finalizers
+                else "All content-preserving finalizers finished",
+                "lastTransitionTime": ts,
+            },
+        ]
+        old = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"}
+            for c in (ns.get("status") or {}).get("conditions") or []
+        ]
+        if old == [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conds]:
+            return
+        ns = copy.deepcopy(ns)
+        ns.setdefault("status", {})["conditions"] = conds
+        rv = self._next_rv()
+        ns["metadata"]["resourceVersion"] = str(rv)
+        self._put(rt, ns)
+        self._emit("MODIFIED", rt, ns, rv)
 
     # -- side effects of creation ---------------------------------------------------------------
     def _after_create(self, rt: ResourceType, obj: dict[str, Any]) -> None:

@@ -210,7 +210,15 @@ def test_terminating_namespace_refuses_new_content(store: ClusterStore, ns: str)
         }
     )
     store.delete("v1", "Namespace", ns)
-    assert store.get("v1", "Namespace", ns)["status"]["phase"] == "Terminating"
+    status = store.get("v1", "Namespace", ns)["status"]
+    assert status["phase"] == "Terminating"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["NamespaceContentRemaining"]["message"] == (
+        "Some resources are remaining: configmaps has 1 resource instances"
+    )
+    assert conditions["NamespaceFinalizersRemaining"]["message"] == (
+        "Some content in the namespace has finalizers remaining: x/y in 1 resource instances"
+    )
     with pytest.raises(Forbidden) as exc:
         store.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "new", "namespace": ns}})
     assert "because it is being terminated" in exc.value.message
