@@ -299,6 +299,34 @@ def _wants_table(request: Request) -> bool:
     return "as=Table" in request.headers.get("accept", "")
 
 
+def _paginate(
+    items: list[dict[str, Any]], rv: int, limit: str | None, token: str | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``limit``/``continue`` chunking (api-conventions "Retrieving large results sets in chunks").
+
+    The token carries the offset into the sorted (namespace, name) list; unlike etcd the later
+    pages see the live store, not a snapshot at the first page's resourceVersion.
+    """
+    offset = 0
+    if token:
+        try:
+            offset = int(json.loads(base64.urlsafe_b64decode(token.encode()))["start"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadRequest("continue key is not valid: illegal base64 data or JSON") from exc
+    try:
+        size = int(limit) if limit else 0
+    except ValueError as exc:
+        raise BadRequest(f"invalid limit: {limit}") from exc
+    if size <= 0:
+        return items[offset:], {}
+    page = items[offset : offset + size]
+    rest = len(items) - offset - len(page)
+    if rest <= 0:
+        return page, {}
+    nxt = base64.urlsafe_b64encode(json.dumps({"rv": rv, "start": offset + size}).encode()).decode()
+    return page, {"continue": nxt, "remainingItemCount": rest}
+
+
 def _list_body(rt: ResourceType, items: list[dict[str, Any]], rv: int) -> dict[str, Any]:
     return {
         "kind": rt.list_kind,
@@ -452,9 +480,14 @@ class ApiServer:
                 items, rv = store.list_rt(
                     rt, namespace, q.get("labelSelector", ""), q.get("fieldSelector", "")
                 )
+                items, page = _paginate(items, rv, q.get("limit"), q.get("continue"))
                 if _wants_table(request):
-                    return JSONResponse(to_table(rt, items, rv, list_=True))
-                return JSONResponse(_list_body(rt, items, rv))
+                    table = to_table(rt, items, rv, list_=True)
+                    table["metadata"].update(page)
+                    return JSONResponse(table)
+                body = _list_body(rt, items, rv)
+                body["metadata"].update(page)
+                return JSONResponse(body)
             if method == "POST" and rt.key in REVIEW_KEYS:
                 return self._review(rt, await _body(request), key, request)
             if method == "POST":

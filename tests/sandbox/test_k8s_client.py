@@ -391,3 +391,19 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         jwt.decode(token, key.key, algorithms=["RS256"], audience=WI_AUDIENCE)
         backend.delete_cluster(cid)
         assert backend.key_for(cid) is None
+
+
+def test_list_in_chunks(cluster: dict[str, Any], namespace: str) -> None:
+    v1 = client.CoreV1Api(cluster["api"])
+    for i in range(5):
+        v1.create_namespaced_config_map(namespace, {"metadata": {"name": f"page-{i}", "labels": {"pg": "1"}}})
+    names: list[str] = []
+    token = None
+    while True:
+        page = v1.list_namespaced_config_map(namespace, label_selector="pg=1", limit=2, _continue=token)
+        names += [i.metadata.name for i in page.items]
+        token = page.metadata._continue
+        if not token:
+            break
+        assert page.metadata.remaining_item_count > 0
+    assert names == [f"page-{i}" for i in range(5)]
