@@ -116,3 +116,80 @@ def test_federated_credential_writes_never_overlap(
     seq = sandbox.ctx.journal.last_seq
     assert write_all(identity) == ["unchanged"] * 3
     assert writes_since(seq) == []
+
+
+def _stand_in_cluster() -> ClusterFacts:
+    return ClusterFacts(
+        step="cluster",
+        resource="stand-in",
+        id="/stand-in",
+        change="unchanged",
+        issuer_url="https://issuer.example/tenant/cluster/",
+        fqdn=None,
+        started=0.0,
+        ended=0.0,
+    )
+
+
+def test_federated_credential_writes_never_overlap_across_flow_runs(
+    sandbox: Sandbox, creds_block: str, spec: EnvironmentSpec, writes_since: Writes
+) -> None:
+    """P4 across runs: two flow runs at once, each writing credentials on the same identity."""
+    import threading
+
+    rg = ensure_resource_group(spec, creds_block)
+    identity = ensure_identity(spec, creds_block, rg)
+    cluster = _stand_in_cluster()
+
+    @flow
+    def write_some(names: list[str]) -> list[str]:
+        futures = [
+            ensure_federated_credential.submit(
+                spec, creds_block, cluster, identity, name=n, subject=f"system:serviceaccount:ns:{n}"
+            )
+            for n in names
+        ]
+        return [f.result().change for f in futures]
+
+    results: dict[str, list[str]] = {}
+    seq = sandbox.ctx.journal.last_seq
+    runs = [
+        threading.Thread(target=lambda key=key, names=names: results.__setitem__(key, write_some(names)))
+        for key, names in (("a", ["run-a-1", "run-a-2"]), ("b", ["run-b-1", "run-b-2"]))
+    ]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(timeout=120)
+    assert results == {"a": ["created", "created"], "b": ["created", "created"]}
+    fic_writes = [e for e in writes_since(seq) if "federatedidentitycredentials" in e.path.lower()]
+    assert len(fic_writes) == 4 and not any(e.status == 409 for e in fic_writes)
+    spans = sorted((e.ts - e.latency_ms / 1000, e.ts) for e in fic_writes)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, f"FIC writes overlapped: {spans}"
+
+
+def test_transient_errors_are_retried_by_the_task(
+    fresh_sandbox: Sandbox, creds_block: str, spec: EnvironmentSpec
+) -> None:
+    """A 503 that outlasts azure-core's own retries fails the attempt; the task's retry_condition_fn
+    sees a transient error and Prefect runs the step again, which then succeeds."""
+    from prefect.client.orchestration import get_client
+
+    rg = ensure_resource_group(spec, creds_block)
+    fresh_sandbox.ctx.faults.add(
+        {
+            "service": "arm",
+            "method": "PUT",
+            "path": f"userAssignedIdentities/{spec.names.identity}$",
+            "action": "error",
+            "status": 503,
+            "retry_after": 1,
+            "count": 3,  # azure-core tries 3 times (retry_total=2 in these tests)
+        }
+    )
+    state = ensure_identity(spec, creds_block, rg, return_state=True)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        task_run = client.read_task_run(state.state_details.task_run_id)
+    assert task_run.run_count == 2
