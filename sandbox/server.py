@@ -13,6 +13,7 @@ import base64
 import contextlib
 import importlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -62,6 +63,20 @@ class _ResettableH11(H11Protocol):
         if self.client:
             _TRANSPORTS.pop(self.client, None)
         super().connection_lost(exc)
+
+
+class _QuietShutdown(logging.Filter):
+    """Drop uvicorn's "Cancel N running task(s), timeout graceful shutdown exceeded" line.
+
+    Stopping the sandbox cuts open watch streams on purpose (clients reconnect or are gone); that
+    is not an error the user should see at the end of every ``up``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "timeout graceful shutdown exceeded" not in record.getMessage()
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietShutdown())
 
 
 def _caller(headers: dict[str, str]) -> str | None:
