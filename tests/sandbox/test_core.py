@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
 import httpx
@@ -12,16 +13,20 @@ from sandbox.faults import FaultRuleError
 from sandbox.server import Sandbox
 
 
+def _tls(conn: dict[str, Any]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=conn["ca_bundle"])
+
+
 def admin(conn: dict[str, Any]) -> httpx.Client:
     return httpx.Client(
         base_url=conn["admin_endpoint"],
-        verify=conn["ca_bundle"],
+        verify=_tls(conn),
         headers={"Authorization": f"Bearer {conn['admin_token']}"},
     )
 
 
 def test_serves_https_with_its_own_ca_only(conn: dict[str, Any]) -> None:
-    assert httpx.get(f"{conn['admin_endpoint']}/health", verify=conn["ca_bundle"]).json()["status"] == "ok"
+    assert httpx.get(f"{conn['admin_endpoint']}/health", verify=_tls(conn)).json()["status"] == "ok"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{conn['admin_endpoint']}/health")  # the system trust store does not know the sandbox CA
 
@@ -46,10 +51,10 @@ def test_journal_records_every_request_and_counts_writes(
     fresh_sandbox: Sandbox, conn: dict[str, Any]
 ) -> None:
     since = fresh_sandbox.ctx.journal.last_seq
-    httpx.get(f"{conn['arm_endpoint']}/subscriptions/nope?api-version=2025-04-01", verify=conn["ca_bundle"])
+    httpx.get(f"{conn['arm_endpoint']}/subscriptions/nope?api-version=2025-04-01", verify=_tls(conn))
     httpx.delete(
         f"{conn['arm_endpoint']}/subscriptions/nope/resourcegroups/x?api-version=2025-04-01",
-        verify=conn["ca_bundle"],
+        verify=_tls(conn),
     )
     entries = fresh_sandbox.ctx.journal.entries(since)
     assert [(e.method, e.api_version, e.service) for e in entries] == [
@@ -67,7 +72,7 @@ def test_journal_records_every_request_and_counts_writes(
 
 
 def test_admin_requires_token(conn: dict[str, Any]) -> None:
-    assert httpx.get(f"{conn['admin_endpoint']}/journal", verify=conn["ca_bundle"]).status_code == 401
+    assert httpx.get(f"{conn['admin_endpoint']}/journal", verify=_tls(conn)).status_code == 401
 
 
 def test_throttle_rule_fires_count_times_with_retry_after(
@@ -86,7 +91,7 @@ def test_throttle_rule_fires_count_times_with_retry_after(
         )
         assert r.status_code == 200
     url = f"{conn['arm_endpoint']}/subscriptions/throttle-me"
-    codes = [httpx.get(url, verify=conn["ca_bundle"]) for _ in range(3)]
+    codes = [httpx.get(url, verify=_tls(conn)) for _ in range(3)]
     assert [r.status_code for r in codes] == [429, 429, 404]
     assert codes[0].headers["Retry-After"] == "3"
     assert codes[0].json()["error"]["code"] == "TooManyRequests"
@@ -98,7 +103,7 @@ def test_seeded_rate_is_reproducible(fresh_sandbox: Sandbox, conn: dict[str, Any
             {"rules": [{"path": "flaky", "action": "error", "status": 503, "rate": 0.5, "seed": 42}]}
         )
         return [
-            httpx.get(f"{conn['arm_endpoint']}/subscriptions/flaky", verify=conn["ca_bundle"]).status_code
+            httpx.get(f"{conn['arm_endpoint']}/subscriptions/flaky", verify=_tls(conn)).status_code
             for _ in range(12)
         ]
 
@@ -110,16 +115,13 @@ def test_seeded_rate_is_reproducible(fresh_sandbox: Sandbox, conn: dict[str, Any
 def test_reset_rule_aborts_the_connection(fresh_sandbox: Sandbox, conn: dict[str, Any]) -> None:
     fresh_sandbox.ctx.faults.add({"path": "reset-me", "action": "reset", "count": 1})
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"{conn['arm_endpoint']}/subscriptions/reset-me", verify=conn["ca_bundle"])
-    assert (
-        httpx.get(f"{conn['arm_endpoint']}/subscriptions/reset-me", verify=conn["ca_bundle"]).status_code
-        == 404
-    )
+        httpx.get(f"{conn['arm_endpoint']}/subscriptions/reset-me", verify=_tls(conn))
+    assert httpx.get(f"{conn['arm_endpoint']}/subscriptions/reset-me", verify=_tls(conn)).status_code == 404
 
 
 def test_kubernetes_paths_get_status_objects(fresh_sandbox: Sandbox, conn: dict[str, Any]) -> None:
     fresh_sandbox.ctx.faults.add({"service": "kubernetes", "action": "throttle", "count": 1})
-    r = httpx.get(f"{conn['arm_endpoint']}/k8s/any/api", verify=conn["ca_bundle"])
+    r = httpx.get(f"{conn['arm_endpoint']}/k8s/any/api", verify=_tls(conn))
     assert r.status_code == 429
     assert r.json()["kind"] == "Status" and r.json()["reason"] == "TooManyRequests"
 
