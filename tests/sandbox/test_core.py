@@ -122,7 +122,9 @@ def test_reset_rule_aborts_the_connection(fresh_sandbox: Sandbox, conn: dict[str
 
 
 def test_kubernetes_paths_get_status_objects(fresh_sandbox: Sandbox, conn: dict[str, Any]) -> None:
-    fresh_sandbox.ctx.faults.add({"service": "kubernetes", "action": "throttle", "count": 1})
+    fresh_sandbox.ctx.faults.add(
+        {"service": "kubernetes", "path": "^/k8s/any/", "action": "throttle", "count": 1}
+    )
     r = httpx.get(f"{conn['arm_endpoint']}/k8s/any/api", verify=_tls(conn))
     assert r.status_code == 429
     assert r.json()["kind"] == "Status" and r.json()["reason"] == "TooManyRequests"
