@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from flows.remediate import remediate_steps
@@ -28,7 +29,7 @@ class DriftFound(RuntimeError):
     """Validation found drift (or could not check everything); the message lists the broken links."""
 
 
-@task(name="validation checks", timeout_seconds=300, retries=0)
+@task(name="validation checks", timeout_seconds=300, retries=0, cache_policy=NO_CACHE)
 def run_checks(spec: EnvironmentSpec, credentials_block: str) -> list[dict[str, Any]]:
     """Observe (read-only) and evaluate; returns the rows as plain dicts (never values or hashes)."""
     obs, tenant_id = observe(spec, load_credentials(credentials_block))

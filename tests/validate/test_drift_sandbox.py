@@ -128,6 +128,25 @@ def test_federated_credential_deleted(env: Env) -> None:
     # only the steps behind the drift (and their inputs) ran; e.g. not the extension or the Application
     ran = {c["step"] for c in fixed["remediation"]["changes"]}
     assert "extension" not in ran and "application" not in ran
+    # The drift was announced as a Prefect event on the environment (for Automations), and the
+    # repaired state as a passed event.
+    assert {"keyless-gitops.validation.drift", "keyless-gitops.validation.passed"} <= _events(env)
+
+
+def _events(env: Env) -> set[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    flt = EventFilter(
+        event=EventNameFilter(prefix=["keyless-gitops.validation."]),
+        resource=EventResourceFilter(id=[f"keyless-gitops.environment.{env.spec.environment}"]),
+    )
+
+    def names() -> set[str]:
+        with get_client(sync_client=True) as client:
+            return {e.event for e in client.read_events(filter=flt, limit=50).events}  # server max is 50
+
+    return wait_until(lambda: names() if len(names()) >= 2 else set(), what="validation events", timeout=30)
 
 
 def test_federated_credential_subject_changed(env: Env) -> None:
