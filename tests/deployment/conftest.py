@@ -96,6 +96,9 @@ class Stack:
             "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp / "results"),
             "PREFECT_LOGGING_LEVEL": "INFO",
             "PREFECT_UI_ENABLED": "false",
+            # The validate deployments carry hourly cron schedules; no scheduled run may start in the
+            # middle of the test (the cycle counts the sandbox's writes).
+            "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
         }
         self.server_port = port
 
