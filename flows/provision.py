@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, wait
 
 from keyless_gitops.spec import EnvironmentSpec
 from tasks.aks import ensure_cluster
@@ -45,6 +45,8 @@ GRAPH: dict[str, tuple[str, ...]] = {
     "sample_app": ("workload", "seed_secrets", "role_assignment", "federated_credentials"),
     "application": ("cluster", "extension"),
 }
+DEV = EnvironmentSpec()  # the recipe's values: the form the Prefect UI shows by default
+
 CRITICAL_PATH = ("resource_group", "cluster", "extension", "application")
 
 
@@ -66,7 +68,7 @@ class ProvisionResult:
 
 @flow(name="provision", log_prints=False)
 def provision(
-    spec: EnvironmentSpec | None = None,
+    spec: EnvironmentSpec = DEV,
     credentials_block: str = "keyless-gitops-sandbox",
     generate_missing_secrets: bool = False,
 ) -> ProvisionResult:
@@ -74,7 +76,7 @@ def provision(
 
     ``generate_missing_secrets`` (sandbox only) creates absent Prefect Secret blocks with random values.
     """
-    spec = (spec or EnvironmentSpec()).for_subscription(load_credentials(credentials_block).subscription_id)
+    spec = spec.for_subscription(load_credentials(credentials_block).subscription_id)
     creds = credentials_block
     names = spec.names
     log().info(
@@ -113,21 +115,32 @@ def provision(
     app = ensure_sample_app.submit(spec, creds, cluster, identity, vault, workload, seeded, reader, federated)
     application = ensure_gitops_application.submit(spec, creds, cluster, extension)
 
-    futures: list[PrefectFuture[Any]] = [
-        rg,
-        cluster,
-        vault,
-        identity,
-        officer,
-        seeded,
-        reader,
-        *federated,
-        extension,
-        workload,
-        app,
-        application,
+    labelled: list[tuple[str, PrefectFuture[Any]]] = [
+        ("resource_group", rg),
+        ("cluster", cluster),
+        ("key_vault", vault),
+        ("identity", identity),
+        ("secrets_officer", officer),
+        ("seed_secrets", seeded),
+        ("role_assignment", reader),
+        *(("federated_credentials", f) for f in federated),
+        ("extension", extension),
+        ("workload", workload),
+        ("sample_app", app),
+        ("application", application),
     ]
-    steps = tuple(f.result() for f in futures)
+    wait([f for _, f in labelled])
+    unfinished = [(step, f) for step, f in labelled if not (f.state and f.state.is_completed())]
+    if unfinished:
+        finished = tuple(f.result() for _, f in labelled if (f.state and f.state.is_completed()))
+        publish_failure(
+            spec.environment,
+            finished,
+            [(step, str(f.state.name) if f.state else "?") for step, f in unfinished],
+        )
+        for _, f in unfinished:
+            f.result()  # raises the step's own error (the first that failed)
+    steps = tuple(f.result() for _, f in labelled)
     result = ProvisionResult(
         environment=spec.environment,
         resource_group=names.resource_group,
@@ -150,7 +163,13 @@ def _ts(epoch: float) -> str:
 
 
 def summary_rows(result: ProvisionResult) -> list[dict[str, str]]:
-    t0 = min(s.started for s in result.steps)
+    return step_rows(result.steps)
+
+
+def step_rows(steps: tuple[StepFacts, ...]) -> list[dict[str, str]]:
+    if not steps:
+        return []
+    t0 = min(s.started for s in steps)
     return [
         {
             "step": s.step,
@@ -163,7 +182,7 @@ def summary_rows(result: ProvisionResult) -> list[dict[str, str]]:
             "started": _ts(s.started),
             "ended": _ts(s.ended),
         }
-        for s in sorted(result.steps, key=lambda s: (s.started, s.step))
+        for s in sorted(steps, key=lambda s: (s.started, s.step))
     ]
 
 
@@ -209,4 +228,28 @@ def publish_summary(result: ProvisionResult) -> None:
         "provisioned %s: %s",
         result.environment,
         "every step unchanged" if result.unchanged else "see the summary artifact",
+    )
+
+
+def publish_failure(
+    environment: str, finished: tuple[StepFacts, ...], unfinished: list[tuple[str, str]]
+) -> None:
+    """The same artifacts for a failed run: what finished (a retry will skip it) and what did not."""
+    rows = step_rows(finished)
+    rows += [{"step": step, "resource": "", "id": "", "change": state.lower()} for step, state in unfinished]
+    key = f"provision-{environment}"
+    create_table_artifact(
+        key=f"{key}-steps", table=rows, description=f"Provision steps of {environment} (failed)"
+    )
+    lines = [
+        f"# Provisioning `{environment}` did not finish",
+        "",
+        f"- {len(finished)} steps finished (a retry of this run skips them);"
+        f" not finished: {', '.join(f'{s} ({st})' for s, st in unfinished)}",
+        "- retry: `prefect flow-run retry <this run> --entrypoint flows/provision.py:provision`",
+    ]
+    create_markdown_artifact(
+        key=f"{key}-summary",
+        markdown="\n".join(lines) + "\n",
+        description=f"Provision summary of {environment}",
     )

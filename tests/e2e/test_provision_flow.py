@@ -226,6 +226,15 @@ def test_failed_run_retried_skips_finished_steps(
     assert state.is_failed()
     flow_run_id = state.state_details.flow_run_id
     sandbox.ctx.faults.clear()
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id={"any_": [flow_run_id]})  # type: ignore[arg-type]
+        )
+    table = next(a for a in arts if a.key == f"provision-{spec.environment}-steps")
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    by_step = {r["step"]: r["change"] for r in rows}
+    assert by_step["extension"] == "failed" and by_step["cluster"] == "created"
+    assert by_step["application"] != "created"
 
     # What `prefect flow-run retry <id> --entrypoint flows/provision.py:provision` does for a local run.
     with get_client(sync_client=True) as client:
