@@ -21,7 +21,7 @@ from prefect.tasks import exponential_backoff
 
 from keyless_gitops.bodies import differs, extension_body
 from keyless_gitops.manifests import argocd_service_account_labels
-from keyless_gitops.spec import EnvironmentSpec, Names
+from keyless_gitops.spec import EXTENSION_KEYS, EnvironmentSpec, Names
 from tasks.aks import ClusterFacts
 from tasks.common import (
     Change,
@@ -104,6 +104,14 @@ def ensure_argocd_extension(
     if actual is None:
         change = "created"
     else:
+        installed = str(actual.get("properties", {}).get("version") or "")
+        if installed in EXTENSION_KEYS and EXTENSION_KEYS[installed] != ext.key_map:
+            raise ExtensionFailed(
+                f"extension {ext.name} runs {installed}, whose configuration keys differ from "
+                f"{ext.version}'s; "
+                "Microsoft documents this change as uninstall and reinstall (PITFALLS P16): remove the "
+                "extension first (teardown), then provision again"
+            )
         diff = differs(desired, actual)
         if diff or _state(actual) != "Succeeded":
             change = "updated"

@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from azure.mgmt.authorization import AuthorizationManagementClient
 from prefect import flow
 
@@ -193,3 +194,37 @@ def test_transient_errors_are_retried_by_the_task(
     with get_client(sync_client=True) as client:
         task_run = client.read_task_run(state.state_details.task_run_id)
     assert task_run.run_count == 2
+
+
+def test_extension_pinned_per_version_and_a_key_change_is_refused(
+    sandbox: Sandbox, creds_block: str, spec: EnvironmentSpec, writes_since: Writes
+) -> None:
+    """P16/P18: the 0.0.x line installs with its own keys, pinned, releaseTrain and auto-upgrade explicit;
+    moving to 1.0.0-preview (new keys) is refused with the documented way forward, before any write."""
+    from azure.mgmt.kubernetesconfiguration import SourceControlConfigurationClient
+
+    from tasks.aks import ensure_cluster
+    from tasks.extension import ExtensionFailed, ensure_argocd_extension
+
+    old = EnvironmentSpec.model_validate({**spec.model_dump(), "extension": {"version": "0.0.7-preview"}})
+    rg = ensure_resource_group(old, creds_block)
+    cluster = ensure_cluster(old, creds_block, rg)
+    identity = ensure_identity(old, creds_block, rg)
+    facts = ensure_argocd_extension(old, creds_block, cluster, identity)
+    assert (facts.change, facts.version) == ("created", "0.0.7-preview")
+    client = load_credentials(creds_block).get_client(SourceControlConfigurationClient)
+    ext = client.extensions.get(
+        old.names.resource_group, "Microsoft.ContainerService", "managedClusters", old.names.cluster, "argocd"
+    )
+    assert (ext.version, ext.release_train, ext.auto_upgrade_minor_version) == (
+        "0.0.7-preview",
+        "preview",
+        False,
+    )
+    assert ext.configuration_settings["workloadIdentity.clientId"] == identity.client_id
+    assert ext.configuration_settings["deployWithHighAvailability"] == "false"
+
+    seq = sandbox.ctx.journal.last_seq
+    with pytest.raises(ExtensionFailed, match="uninstall and reinstall"):
+        ensure_argocd_extension.fn(spec, creds_block, cluster, identity)
+    assert writes_since(seq) == []
