@@ -226,12 +226,17 @@ async def put_extension(req: ArmRequest, scope: str, name: str, *, patch: bool =
         )
         op["status_path"] = _status_path(ext_id, op["id"])
         rec["_op"] = op["id"]
+        accepted = copy.deepcopy(public(rec))
     lro.settle_all(ctx)
     op = lro.find(ctx, op["id"])
     out = public(section(state(ctx).read(), "resources")[key])
     if op["status"] == "Succeeded":
         return json_response(out, status)
-    # running, or failed: the client learns the failure (and its message) from the operation status
+    # Running, or failed: the client learns the failure (and its message) from the operation status.
+    # A failed operation still answers with the accepted state (Creating/Updating), as Azure's PUT does
+    # before the install runs, so that even at time_scale 0 the poller raises (CreateExtension.json).
+    if op["status"] == "Failed":
+        out = accepted
     return json_response(out, status, lro.headers(ctx, op, req.api_version))
 
 

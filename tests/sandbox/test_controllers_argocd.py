@@ -6,6 +6,7 @@ P19, P23; argoproj/argo-cd types.go and gitops-engine health checks.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -423,12 +424,21 @@ def test_extension_through_arm_installs_fails_on_ha_and_uninstalls(
         "releaseTrain": "preview",
         "version": "1.0.0-preview",
     }
-    try:  # at time_scale 0 the operation ends in the first response; later it fails while polled
-        failed = ext.extensions.begin_create(*args, {"properties": base}).result(timeout=60)
-        message = failed.error_info.message
-    except HttpResponseError as exc:
-        message = str(exc)
-    assert "Helm installation failed: context deadline exceeded" in message
+    # As on Azure (CreateExtension.json: 201 Creating + Azure-AsyncOperation), even at time_scale 0 the
+    # failure reaches the client through the operation status: the poller raises, and the PUT's own
+    # answer is the accepted state, never the terminal Failed.
+    seen: list[Any] = []
+    poller = ext.extensions.begin_create(
+        *args, {"properties": base}, raw_response_hook=lambda r: seen.append(r.http_response)
+    )
+    with pytest.raises(HttpResponseError) as failed:
+        poller.result(timeout=60)
+    assert "Helm installation failed: context deadline exceeded" in str(failed.value)
+    first = seen[0]
+    assert (first.request.method, first.status_code) == ("PUT", 201)
+    assert json.loads(first.text())["properties"]["provisioningState"] == "Creating"
+    assert "api-version=2023-05-01" in first.headers["Azure-AsyncOperation"]
+    assert int(first.headers["Retry-After"]) >= 1
     assert ext.extensions.get(*args).provisioning_state == "Failed"
     settings = {
         "redis-ha.enabled": "false",
