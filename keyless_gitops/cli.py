@@ -111,6 +111,12 @@ def up(
         typer.echo(f"{r['step']:<22} {r['change']:<10} {r['start_s']:>8} {r['end_s']:>8}  {r['resource']}")
     verdict = "every step unchanged" if result.unchanged else "done"
     typer.echo(f"\nprovisioned {env}: {verdict}. Cluster {result.cluster} in {result.resource_group}.")
+    generated = [b for step in result.steps for b in getattr(step, "generated_blocks", ())]
+    if generated:
+        typer.echo(
+            f"created Prefect Secret blocks {', '.join(generated)} with generated values "
+            "(sandbox); set your own values in those blocks and run up again to rotate them"
+        )
     typer.echo(f"kubectl access: keyless-gitops kubeconfig --env {env} --target {target}")
     _how_to_open(run_id)
 

@@ -20,6 +20,16 @@ from tests.e2e.conftest import sandbox_pin, upstream_pin_resolves
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 
 
+def _block_exists(name: str) -> bool:
+    from prefect.blocks.system import Secret
+
+    try:
+        Secret.load(name)
+    except ValueError:
+        return False
+    return True
+
+
 def test_up_on_azure_without_credentials_says_what_is_missing(
     sandbox: Sandbox, prefect_harness: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -58,11 +68,14 @@ def test_up_starts_the_sandbox_then_attaches_and_changes_nothing(
         spec_file = tmp_path / "dev.yaml"
         spec_file.write_text(yaml.safe_dump({"spec": {"gitops": {"target_revision": sandbox_pin(state)}}}))
         args += ["--spec", str(spec_file)]
+    dev_blocks_existed = _block_exists("keyless-gitops-dev-api-key")
     runner = CliRunner()
     first = runner.invoke(app, ["up", *args])
     assert first.exit_code == 0, first.output
     assert "started the sandbox in-process" in first.output
     assert "provisioned dev: done" in first.output and "flow-run/" in first.output
+    if not dev_blocks_existed:
+        assert "created Prefect Secret blocks keyless-gitops-dev-" in first.output
 
     kubeconfig = tmp_path / "kubeconfig"
     out = runner.invoke(app, ["kubeconfig", *args, "--output", str(kubeconfig)])
