@@ -122,6 +122,18 @@ class Stack:
             )
         return out
 
+    def confirm(self, run_id: str) -> int:
+        """Exit status of the CI example's confirmation script (deployments/ci_confirm.py)."""
+        out = subprocess.run(
+            [str(BIN / "python"), "deployments/ci_confirm.py", run_id, "--timeout", "60"],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return out.returncode
+
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
@@ -209,6 +221,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, San
         )
 
         st.run("work-pool", "create", POOL, "--type", "process")
+        st.run("work-pool", "create", f"{POOL}-ci", "--type", "process")
         # One credentials block per environment, all pointing at this sandbox (no secret on disk
         # except the sandbox's own connection file).
         save = (

@@ -55,11 +55,14 @@ def test_provision_fault_retry_validate_teardown(stack: tuple[Stack, SandboxAdmi
     assert sb.journal(since=mark, writes=True)["entries"] == []
     keys = {a["key"] for a in st.artifacts(v_id)}
     assert {"validation-dev", "validation-summary-dev"} <= keys
+    # the CI example's confirmation step agrees with the API (P29)
+    assert st.confirm(v_id) == 0
 
     # 4. teardown/prod refuses (protected), teardown/dev completes and leaves nothing.
     p_id = st.deployment_run("teardown/prod")
     p_state = st.final_state(p_id)
     assert p_state["type"] == "FAILED" and "protected" in (p_state.get("message") or ""), p_state
+    assert st.confirm(p_id) == 1
     t_id = st.deployment_run("teardown/dev")
     t_state = st.final_state(t_id, timeout=600)
     assert t_state["type"] == "COMPLETED", t_state

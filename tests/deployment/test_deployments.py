@@ -20,25 +20,23 @@ pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 
 def test_prefect_yaml_deploys_every_environment(stack: tuple[Stack, SandboxAdmin]) -> None:
     st, _ = stack
-    deps = {f"{d['name']}": d for d in st.post("/deployments/filter", {"limit": 50})}
     flows = {f["id"]: f["name"] for f in st.post("/flows/filter", {"limit": 50})}
-    names = sorted(
-        f"{flows[d['flow_id']]}/{d['name']}" for d in st.post("/deployments/filter", {"limit": 50})
-    )
-    assert names == sorted(
-        f"{f}/{e}" for f in ("provision", "validate", "teardown") for e in ("dev", "prod", "staging")
-    )
-    all_deps = st.post("/deployments/filter", {"limit": 50})
-    for d in all_deps:
-        flow = flows[d["flow_id"]]
-        params = d["parameters"]
-        env = d["name"]
+    deployments = st.post("/deployments/filter", {"limit": 50})
+    names = sorted(f"{flows[d['flow_id']]}/{d['name']}" for d in deployments)
+    expected = [f"{f}/{e}" for f in ("provision", "validate", "teardown") for e in ("dev", "staging", "prod")]
+    assert names == sorted([*expected, "validate/dev-ci"])
+    for d in deployments:
+        flow, name, params = flows[d["flow_id"]], d["name"], d["parameters"]
+        env = name.removesuffix("-ci")
         assert params["spec"]["environment"] == env
-        assert params["credentials_block"] == f"keyless-gitops-{env}"
-        assert d["work_pool_name"] == POOL
         assert d["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
+        if name.endswith("-ci"):
+            # keyless CI: a workload-identity block, on the pool whose only worker is the CI job
+            assert params["credentials_block"] == "keyless-gitops-ci"
+            assert d["work_pool_name"] == f"{POOL}-ci" and not d["schedules"]
+            continue
+        assert params["credentials_block"] == f"keyless-gitops-{env}"  # separate per environment
+        assert d["work_pool_name"] == POOL
         if flow == "validate":
             assert [s["schedule"]["cron"] for s in d["schedules"]]
-        if env == "prod":
-            assert params["spec"]["protected"] is True
-    assert deps  # the filter works
+        assert params["spec"].get("protected", False) is (env == "prod")
