@@ -42,7 +42,7 @@ from starlette.routing import BaseRoute, Route
 
 from sandbox.context import SandboxContext
 from sandbox.k8s import patch as patching
-from sandbox.k8s import protobuf
+from sandbox.k8s import protobuf, yamlio
 from sandbox.k8s.kinds import REVIEW_KEYS, ResourceType
 from sandbox.k8s.selectors import FieldSelector, LabelSelector, SelectorError
 from sandbox.k8s.service import K8sService
@@ -280,7 +280,7 @@ async def _body(request: Request) -> Any:
         )
     try:
         if "yaml" in ctype:
-            return yaml.safe_load(raw)
+            return yamlio.load(raw)
         return json.loads(raw)
     except (ValueError, yaml.YAMLError) as exc:
         raise BadRequest(

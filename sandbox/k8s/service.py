@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox.clusters import ClusterEndpoints
 from sandbox.context import SandboxContext
+from sandbox.k8s import yamlio
 from sandbox.k8s.store import AlreadyExists, ClusterStore, Forbidden, NotFound, WatchEvent
 from sandbox.persist import StateFile
 
@@ -69,9 +71,15 @@ def cluster_key(cluster_id: str, name: str) -> str:
     return f"{name.lower()}-{hashlib.sha256(cluster_id.lower().encode()).hexdigest()[:8]}"
 
 
+@functools.lru_cache(maxsize=8)
+def _crd_json(filename: str) -> str:
+    return json.dumps(yamlio.load((CRD_DIR / filename).read_text()))
+
+
 def load_crd(filename: str) -> dict[str, Any]:
-    """One of the vendored CRDs in ``sandbox/k8s/crds`` (see the README there)."""
-    return dict(yaml.safe_load((CRD_DIR / filename).read_text()))
+    """One of the vendored CRDs in ``sandbox/k8s/crds`` (see the README there): parsed once with
+    libyaml, a fresh copy per call."""
+    return dict(json.loads(_crd_json(filename)))
 
 
 class K8sService:

@@ -56,6 +56,7 @@ from typing import Any
 import yaml
 
 from sandbox.context import SandboxContext
+from sandbox.k8s import yamlio
 from sandbox.k8s.controllers import gitrepos
 from sandbox.k8s.controllers._base import (
     AlreadyExists,
@@ -412,7 +413,7 @@ def install(
 @functools.lru_cache(maxsize=4)
 def _load_crd(filename: str) -> str:
     # the Application CRD is 416 kB: parse once, with libyaml
-    return json.dumps(yaml.load((CRD_DIR / filename).read_text(), Loader=yaml.CSafeLoader))
+    return json.dumps(yamlio.load((CRD_DIR / filename).read_text()))
 
 
 def _crd(filename: str) -> Obj:
@@ -475,7 +476,7 @@ def render(root: Path, source: dict[str, Any]) -> tuple[list[Obj], str]:
                 f"`kustomize build {rel}` failed exit status {proc.returncode}: "
                 f"{proc.stderr.decode(errors='replace').strip()}"
             )
-        docs = list(yaml.load_all(proc.stdout, Loader=yaml.CSafeLoader))
+        docs = list(yamlio.load_all(proc.stdout))
         kind = "Kustomize"
     else:
         recurse = bool((source.get("directory") or {}).get("recurse"))
@@ -484,7 +485,7 @@ def render(root: Path, source: dict[str, Any]) -> tuple[list[Obj], str]:
         for f in files:
             if f.is_file() and f.suffix in (".yaml", ".yml", ".json"):
                 try:
-                    docs.extend(yaml.safe_load_all(f.read_text()))
+                    docs.extend(yamlio.load_all(f.read_text()))
                 except yaml.YAMLError as exc:
                     raise RenderError(f"Failed to unmarshal {f.name!r}: {exc}") from None
         kind = "Directory"
