@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from keyless_gitops.spec import AKS_STORE_DEMO_REPO, AKS_STORE_DEMO_REVISION, EnvironmentSpec
+from keyless_gitops.spec import EnvironmentSpec
 from keyless_gitops.target import SANDBOX_BLOCK, sandbox_credentials
 from sandbox.server import Sandbox
 
@@ -27,42 +27,10 @@ def creds_block(sandbox: Sandbox, prefect_harness: Path) -> str:
     return name
 
 
-def upstream_pin_resolves(state_dir: Path) -> bool:
-    """Does the sandbox's git mirror resolve the product's pin (upstream aks-store-demo 7ce10c5)?"""
-    from sandbox.k8s.controllers import gitrepos
-
-    gitrepos.ensure_builtin_mirrors(state_dir)
-    repo = gitrepos.mirror_path(state_dir, AKS_STORE_DEMO_REPO)
-    try:
-        gitrepos.resolve(repo, AKS_STORE_DEMO_REVISION)  # type: ignore[arg-type]
-    except gitrepos.GitError:
-        return False
-    return True
-
-
-def sandbox_pin(sandbox: Sandbox | Path) -> str:
-    """The pinned revision for e2e specs: the product's own pin when the sandbox resolves it.
-
-    The sandbox's mirror serves the vendored fixture (upstream commit 7ce10c5) as its own
-    deterministic commit, whose SHA differs from upstream's; until the mirror also resolves the
-    upstream SHA, the e2e specs pin the mirror's commit (same files) so the rest is tested.
-    """
-    state_dir = sandbox if isinstance(sandbox, Path) else sandbox.state_dir
-    if upstream_pin_resolves(state_dir):
-        return AKS_STORE_DEMO_REVISION
-    from sandbox.k8s.controllers import gitrepos
-
-    return gitrepos.resolve(gitrepos.mirror_path(state_dir, AKS_STORE_DEMO_REPO), "HEAD")  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def spec(sandbox: Sandbox, unique: str) -> EnvironmentSpec:
     """A fresh environment (its own names) bound to the sandbox subscription."""
-    return EnvironmentSpec(
-        environment=f"t{unique}", gitops={"target_revision": sandbox_pin(sandbox)}
-    ).for_subscription(  # type: ignore[arg-type]
-        sandbox.connection["subscription_id"]
-    )
+    return EnvironmentSpec(environment=f"t{unique}").for_subscription(sandbox.connection["subscription_id"])
 
 
 @pytest.fixture

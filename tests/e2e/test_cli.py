@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from keyless_gitops.cli import app
 from keyless_gitops.target import AZURE_ENV
 from sandbox.server import Sandbox
-from tests.e2e.conftest import sandbox_pin, upstream_pin_resolves
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 
@@ -63,11 +61,6 @@ def test_up_starts_the_sandbox_then_attaches_and_changes_nothing(
     sandbox (attach): every step unchanged and no write in the journal; kubectl sees the stack."""
     state = tmp_path / "sandbox"
     args = ["--state-dir", str(state)]
-    if not upstream_pin_resolves(state):
-        # Until the sandbox's mirror resolves the upstream pin, pin the mirror's commit (same files).
-        spec_file = tmp_path / "dev.yaml"
-        spec_file.write_text(yaml.safe_dump({"spec": {"gitops": {"target_revision": sandbox_pin(state)}}}))
-        args += ["--spec", str(spec_file)]
     dev_blocks_existed = _block_exists("keyless-gitops-dev-api-key")
     runner = CliRunner()
     first = runner.invoke(app, ["up", *args])

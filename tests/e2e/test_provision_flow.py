@@ -27,7 +27,6 @@ from keyless_gitops.spec import EnvironmentSpec
 from sandbox.server import Sandbox
 from tasks.aks import get_kubeconfig
 from tasks.common import load_credentials
-from tests.e2e.conftest import sandbox_pin
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 Writes = Callable[[int], list[Any]]
@@ -49,7 +48,7 @@ def _canary_spec(sandbox: Sandbox, env: str) -> tuple[EnvironmentSpec, list[str]
     blocks = {"database-connection-string": f"{env}-canary-db", "api-key": f"{env}-canary-api"}
     for value, block in zip(canaries, blocks.values(), strict=True):
         Secret(value=SecretStr(value)).save(block, overwrite=True)
-    spec = EnvironmentSpec(environment=env, secrets=blocks, gitops={"target_revision": sandbox_pin(sandbox)})
+    spec = EnvironmentSpec(environment=env, secrets=blocks)
     return spec.for_subscription(sandbox.connection["subscription_id"]), canaries
 
 
@@ -205,9 +204,9 @@ def test_failed_run_retried_skips_finished_steps(
     """P27: the extension install fails (a 400, not retried); retrying that flow run re-runs only the
     extension and the Application — every other step comes from its persisted result."""
     sandbox = fresh_sandbox
-    spec = EnvironmentSpec(
-        environment="r" + os.urandom(3).hex(), gitops={"target_revision": sandbox_pin(sandbox)}
-    ).for_subscription(sandbox.connection["subscription_id"])
+    spec = EnvironmentSpec(environment="r" + os.urandom(3).hex()).for_subscription(
+        sandbox.connection["subscription_id"]
+    )
     sandbox.ctx.faults.add(
         {
             "service": "arm",
