@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -79,6 +80,8 @@ def up(
     spec = _load_spec(env, spec_file)
     env = spec.environment
     from flows.provision import ProvisionResult, provision, summary_rows
+
+    _quiet_thread_timeout_warnings()
     from keyless_gitops.target import TargetError, open_target
 
     try:
@@ -137,6 +140,24 @@ def _load_spec(env: str, spec_file: Path | None) -> EnvironmentSpec:
     except (ValidationError, OSError, yaml.YAMLError) as exc:
         typer.echo(f"error: the environment spec is not valid:\n{exc}", err=True)
         raise typer.Exit(2) from None
+
+
+class _ThreadTimeoutNotice(logging.Filter):
+    """Drop Prefect's per-task notice that a timeout cannot interrupt a worker thread.
+
+    Every step has an explicit timeout and waits with its own deadlines (``tasks.common.wait_until``),
+    so the notice (one per task, every run) says nothing the user can act on.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (msg.startswith("Timeout of ") and "worker thread" in msg)
+
+
+def _quiet_thread_timeout_warnings() -> None:
+    logger = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _ThreadTimeoutNotice) for f in logger.filters):
+        logger.addFilter(_ThreadTimeoutNotice())
 
 
 def _target_kind(target: str) -> Literal["sandbox", "azure"]:
