@@ -237,7 +237,9 @@ def _azure(spec: EnvironmentSpec, names: Names, obs: Observation, out: _Rows) ->
         out.eq(
             f"azure.key-vault.secret/{secret}",
             A,
-            res,
+            f"{res} (version {s.version})"
+            if s is not None and s.version
+            else res,  # names, versions: no values
             "exists, enabled",
             None if s is None else ("exists, enabled" if s.enabled else "exists, disabled"),
             C,

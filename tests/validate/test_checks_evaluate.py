@@ -371,3 +371,8 @@ def test_vault_rbac_off_names_one_link_instead_of_failing_every_secret_read() ->
     bad = problems(obs)
     assert list(bad) == ["azure.key-vault.rbac"]
     assert bad["azure.key-vault.rbac"].status is Status.DRIFT
+
+
+def test_secret_rows_show_names_and_versions_only() -> None:
+    rows = {r.check: r for r in rows_of(healthy())}
+    assert rows["azure.key-vault.secret/api-key"].resource.endswith("api-key (version v1)")
