@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import time
 from typing import Any
 
 import httpx
@@ -44,25 +43,39 @@ def test_create_get_list_delete_group_counts_writes(
 def test_group_delete_is_polled_through_location(
     fresh_sandbox: Sandbox, rm: ResourceManagementClient, unique: str
 ) -> None:
+    """ARM async-operations doc: DELETE 202 + ``Location`` (with api-version), 202 while running, then 200.
+
+    Only this operation's polls count: the session sandbox is shared, and another client's
+    ``operationresults`` polls (a leftover poller, a flow's teardown) may land in the same journal
+    window; counting them made this test fail once under load (its last "poll" was someone else's 202).
+    """
     name = f"rg-{unique}"
     rm.resource_groups.create_or_update(name, {"location": "eastus"})
     fresh_sandbox.ctx.clock.overrides = {"resource_group.delete": 1.5}
     since = fresh_sandbox.ctx.journal.last_seq
-    poller = rm.resource_groups.begin_delete(name, polling_interval=0.2)
+    first: list[Any] = []
+    poller = rm.resource_groups.begin_delete(
+        name,
+        polling_interval=0.2,
+        raw_response_hook=lambda r: first or first.append(r.http_response),
+    )
     assert rm.resource_groups.get(name).properties.provisioning_state == "Deleting"
     poller.result(timeout=30)
+    assert poller.done() and poller.status() == "Succeeded"
     assert not rm.resource_groups.check_existence(name)
-    deadline = time.monotonic() + 3
-    while True:  # belt and braces: the journal records before the response completes
-        entries = fresh_sandbox.ctx.journal.entries(since, service="arm")
-        polls = [e for e in entries if "/operationresults/" in e.path]
-        if (polls and polls[-1].status == 200) or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert entries[0].method == "DELETE" and entries[0].status == 202
-    assert 202 in [p.status for p in polls]
-    assert polls and polls[-1].status == 200, [(e.method, e.path[-40:], e.status) for e in entries]
-    assert all(p.api_version == "2025-04-01" for p in polls)
+    location = first[0].headers["Location"]
+    assert first[0].status_code == 202 and "api-version=2025-04-01" in location
+    assert int(first[0].headers["Retry-After"]) >= 1
+    op_path = location.split("?", 1)[0].removeprefix(fresh_sandbox.connection["arm_endpoint"])
+    entries = fresh_sandbox.ctx.journal.entries(since, service="arm")
+    mine = [e for e in entries if e.path.lower() == op_path.lower()]
+    delete = [
+        e for e in entries if e.method == "DELETE" and e.path.lower().endswith(f"/resourcegroups/{name}")
+    ]
+    assert [e.status for e in delete] == [202]
+    assert mine and 202 in [p.status for p in mine], [(e.method, e.path[-40:], e.status) for e in entries]
+    assert mine[-1].status == 200 and [p.status for p in mine].count(200) == 1
+    assert all(p.api_version == "2025-04-01" and p.method == "GET" for p in mine)
 
 
 def test_bad_requests_get_arm_400s_not_500s(conn: dict[str, Any], unique: str) -> None:
