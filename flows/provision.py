@@ -20,7 +20,7 @@ from prefect.futures import PrefectFuture, wait
 
 from keyless_gitops.spec import EnvironmentSpec
 from tasks.aks import ensure_cluster
-from tasks.common import StepFacts, load_credentials, log
+from tasks.common import StepFacts, ensure_lock, load_credentials, lock_name, log
 from tasks.extension import ensure_argocd_extension
 from tasks.identity import ensure_federated_credential, ensure_identity
 from tasks.keyvault import ensure_key_vault
@@ -102,6 +102,7 @@ def provision(
     reader = ensure_identity_can_read_secrets.submit(spec, creds, vault, identity)
 
     # Cluster + identity: federated credentials (serialised per identity inside the task, P4) ...
+    ensure_lock(lock_name("fic", names.identity_id))  # once, before the parallel tasks contend for it
     federated = [
         ensure_federated_credential.submit(spec, creds, cluster, identity, name=name, subject=subject)
         for name, subject in spec.federated_subjects.items()

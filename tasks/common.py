@@ -207,6 +207,24 @@ def wait_for_poller(poller: LROPoller[T], *, what: str, timeout: float) -> T:
     return poller.result()
 
 
+# -- log hygiene -------------------------------------------------------------------------------
+
+
+class _WorkerThreadTimeoutNotice(logging.Filter):
+    """Drop Prefect's per-task "Timeout ... running in a worker thread" warning.
+
+    Every step here bounds its own waits with a deadline below its task timeout (``wait_until``,
+    ``wait_for_poller``), so the Prefect timeout is only a backstop; the warning, printed for every
+    step of every run, would bury the progress lines users read.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "running in a worker thread. Timeouts in worker threads" not in str(record.msg)
+
+
+logging.getLogger("prefect.task_runs").addFilter(_WorkerThreadTimeoutNotice())
+
+
 # -- cross-run serialisation ---------------------------------------------------------------------
 
 
@@ -216,15 +234,24 @@ def lock_name(kind: str, resource_id: str) -> str:
     return f"keyless-gitops-{kind}-{digest}"
 
 
-@contextlib.contextmanager
-def serialized(name: str, *, timeout: float = 600.0) -> Iterator[None]:
-    """Hold the single slot of global concurrency limit ``name`` (created on demand, strict)."""
+def ensure_lock(name: str) -> None:
+    """Create the one-slot global concurrency limit ``name`` unless it exists.
+
+    Flows call it once before fanning out tasks that share the lock: when parallel tasks race to
+    create it, Prefect's SQLite server answers one of them with a logged IntegrityError traceback.
+    """
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             with contextlib.suppress(ObjectAlreadyExists):
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
+@contextlib.contextmanager
+def serialized(name: str, *, timeout: float = 600.0) -> Iterator[None]:
+    """Hold the single slot of global concurrency limit ``name`` (created on demand, strict)."""
+    ensure_lock(name)
     with concurrency(name, occupy=1, strict=True, timeout_seconds=timeout):
         yield
 
