@@ -317,11 +317,31 @@ def test_managed_resource_edited_by_hand(env: Env) -> None:
 
 
 def test_validation_artifacts_are_keyed_per_environment(env: Env, creds_block: str) -> None:
+    import json
+
     from prefect.blocks.system import Secret
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
-    doc = env.validate()
+    # A drifted run (so every row, hint and the failure message are published), then a passing one.
+    app = env.spec.sample_app
+    env.kubectl(
+        "annotate",
+        "serviceaccount",
+        app.service_account,
+        "-n",
+        app.namespace,
+        "azure.workload.identity/client-id-",
+    )
+    state = validate(spec=env.spec, credentials_block=env.block, return_state=True)
+    assert state.is_failed() and "drift" in (state.message or "")
+    doc = env.validate(remediate=True)
+    assert doc["exit_code"] == 0
     key = f"validation-{env.spec.environment}"
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(
@@ -329,12 +349,15 @@ def test_validation_artifacts_are_keyed_per_environment(env: Env, creds_block: s
                 key=ArtifactFilterKey(any_=[key, f"validation-summary-{env.spec.environment}"])
             )
         )
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
     kinds = {(a.key, a.type) for a in arts}
     assert (key, "table") in kinds and (f"validation-summary-{env.spec.environment}", "markdown") in kinds
-    # Canary: no secret value appears in the report or the artifacts (P24, P28).
-    import json
-
-    published = json.dumps(doc) + "".join(str(a.data) for a in arts)
+    # Canary: no secret value in the report, the artifacts, the run's logs or its state message (P24, P28).
+    published = json.dumps(doc) + "".join(str(a.data) for a in arts) + "".join(log.message for log in logs)
+    published += state.message or ""
+    assert logs and any("DRIFT" in log.message for log in logs)
     for block in env.spec.secrets.values():
         value = Secret.load(block).get()
         assert value and str(value) not in published
