@@ -198,7 +198,7 @@ def _check_name(name: str) -> None:
 def _body(raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw or b"{}")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise KvError(400, "BadParameter", "The request body is not valid JSON.") from exc
     if not isinstance(data, dict):
         raise KvError(400, "BadParameter", "The request body must be a JSON object.")

@@ -69,12 +69,12 @@ class ArmRequest:
             else:
                 try:
                     self._body = json.loads(self.raw_body)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:  # too deep to parse is still bad content
                     raise ArmError(
                         400,
                         "InvalidRequestContent",
                         "The request content was invalid and could not be deserialized: "
-                        f"'{exc.__class__.__name__}: {str(exc)[:120]}'.",
+                        f"'{_parse_error(exc)}'.",
                     ) from exc
             if not isinstance(self._body, dict):
                 raise ArmError(
@@ -92,6 +92,12 @@ class ArmRequest:
     @property
     def subscription_id(self) -> str:
         return self.ctx.identity.subscription_id
+
+
+def _parse_error(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "The reader's MaxDepth has been exceeded."
+    return f"{exc.__class__.__name__}: {str(exc)[:120]}"
 
 
 def state(ctx: SandboxContext) -> StateFile:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import json
 import uuid
 from functools import cache
 from typing import Any
@@ -119,6 +120,15 @@ def _validate(body: dict[str, Any]) -> dict[str, Any]:
     for i, pool in enumerate(pools):
         check_keys(pool, pool_names, "ManagedClusterAgentPoolProfile", f"properties.agentPoolProfiles[{i}]")
         required(pool, "name", f"properties.agentPoolProfiles[{i}]")
+        mode = str(pool.get("mode") or "System")
+        _count(
+            pool.get("count"), f"properties.agentPoolProfiles[{i}].count", 1 if mode == "System" else 0, 1000
+        )
+    lb = ((props.get("networkProfile") or {}).get("loadBalancerProfile") or {}).get("managedOutboundIPs")
+    if isinstance(lb, dict):
+        _count(
+            lb.get("count"), "properties.networkProfile.loadBalancerProfile.managedOutboundIPs.count", 1, 100
+        )
     identity = body.get("identity")
     if identity is not None:
         check_keys(
@@ -136,6 +146,28 @@ def _validate(body: dict[str, Any]) -> dict[str, Any]:
             "Enabling workload identity requires enabling the OIDC issuer (oidcIssuerProfile.enabled).",
         )
     return props
+
+
+def _count(value: Any, path: str, low: int, high: int) -> None:
+    """An integer count within the range the REST spec states in the property's description
+    (``ManagedClusterAgentPoolProfile.count``: 1..1000 for System pools, 0..1000 for User pools;
+    ``managedOutboundIPs.count``: 1..100). A wrong JSON type is ARM's deserialization error; the
+    out-of-range code is AKS's ``InvalidParameter`` (its exact message is not known here)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArmError(
+            400,
+            "InvalidRequestContent",
+            "The request content was invalid and could not be deserialized: "
+            f"'Could not convert {json.dumps(value)[:40]} to integer. Path '{path}'.'",
+        )
+    if not low <= value <= high:
+        raise ArmError(
+            400,
+            "InvalidParameter",
+            f"The value of parameter {path} is invalid: {value} is outside the range {low} to {high}.",
+        )
 
 
 def _node_count(props: dict[str, Any]) -> int:

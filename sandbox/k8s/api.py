@@ -282,6 +282,10 @@ async def _body(request: Request) -> Any:
         if "yaml" in ctype:
             return yamlio.load(raw)
         return json.loads(raw)
+    except RecursionError as exc:  # the API server's decoder has a depth limit too
+        raise BadRequest(
+            "the object provided is unrecognized (must be of type JSON or YAML): exceeded max depth"
+        ) from exc
     except (ValueError, yaml.YAMLError) as exc:
         raise BadRequest(
             f"the object provided is unrecognized (must be of type JSON or YAML): {exc}"

@@ -6,12 +6,18 @@ a PITFALLS row or CLIENT-FACTS line).
 
 from __future__ import annotations
 
+import hashlib
+import ssl
 import time
+from typing import Any
 
+import httpx
 import yaml
 
+from sandbox.arm.testing import credential
 from sandbox.k8s import yamlio
 from sandbox.k8s.service import load_crd
+from sandbox.server import Sandbox
 
 
 def test_load_crd_parses_with_libyaml_once() -> None:
@@ -24,3 +30,87 @@ def test_load_crd_parses_with_libyaml_once() -> None:
     assert docs[0]["metadata"]["name"] == "applications.argoproj.io"
     docs[0]["metadata"]["name"] = "changed"  # callers get their own copy
     assert load_crd("application-crd.yaml")["metadata"]["name"] == "applications.argoproj.io"
+
+
+# -- bad input: 400 in the service's own envelope, never a 500 or a hang, and nothing written ------
+
+
+def _arm(conn: dict[str, Any]) -> httpx.Client:
+    token = credential(conn).get_token("https://management.azure.com/.default").token
+    return httpx.Client(
+        verify=ssl.create_default_context(cafile=conn["ca_bundle"]),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def _state_digest(sb: Sandbox) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((sb.state_dir / "state").glob("*.json"))
+    }
+
+
+DEEP_OBJECT = b'{"location": "eastus", "tags": ' + b'{"a":' * 5000 + b'"1"' + b"}" * 5000 + b"}"
+DEEP_LIST = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_arm_deeply_nested_json_is_invalid_request_content(
+    sandbox: Sandbox, conn: dict[str, Any], unique: str
+) -> None:
+    """ARM answers unparseable content with 400 ``InvalidRequestContent`` (issue 2: never a 500)."""
+    url = f"{conn['arm_endpoint']}/subscriptions/{conn['subscription_id']}/resourcegroups/rg-deep-{unique}"
+    before = _state_digest(sandbox)
+    with _arm(conn) as c:
+        for raw in (DEEP_OBJECT, DEEP_LIST):
+            r = c.put(
+                f"{url}?api-version=2025-04-01", content=raw, headers={"Content-Type": "application/json"}
+            )
+            assert r.status_code == 400, r.text[:200]
+            assert r.json()["error"]["code"] == "InvalidRequestContent"
+    assert _state_digest(sandbox) == before
+
+
+def test_aks_agent_pool_count_is_validated_not_built(
+    sandbox: Sandbox, conn: dict[str, Any], unique: str
+) -> None:
+    """``count`` is an integer, 1..1000 for System pools, 0..1000 for User pools (the REST spec's
+    ``ManagedClusterAgentPoolProfile.count`` description); ``managedOutboundIPs.count`` 1..100. A count of
+    10**9 used to build 10**9 nodes inside the request and hang the whole sandbox."""
+    group = f"rg-count-{unique}"
+    base = f"{conn['arm_endpoint']}/subscriptions/{conn['subscription_id']}/resourceGroups/{group}"
+    url = f"{base}/providers/Microsoft.ContainerService/managedClusters/aks-count?api-version=2026-08-01"
+
+    def body(count: Any, *, mode: str = "System", outbound: Any = 1) -> dict[str, Any]:
+        return {
+            "location": "eastus",
+            "properties": {
+                "dnsPrefix": "aks-count",
+                "agentPoolProfiles": [
+                    {"name": "pool", "count": count, "vmSize": "Standard_D2s_v5", "mode": mode}
+                ],
+                "networkProfile": {"loadBalancerProfile": {"managedOutboundIPs": {"count": outbound}}},
+            },
+        }
+
+    with _arm(conn) as c:
+        assert c.put(f"{base}?api-version=2025-04-01", json={"location": "eastus"}).status_code == 201
+        before = _state_digest(sandbox)
+        cases = [
+            (body(10**9), "InvalidParameter"),
+            (body(1001), "InvalidParameter"),
+            (body(0), "InvalidParameter"),
+            (body(-1, mode="User"), "InvalidParameter"),
+            (body("x"), "InvalidRequestContent"),
+            (body(1.5), "InvalidRequestContent"),
+            (body(True), "InvalidRequestContent"),
+            (body(2, outbound=10**9), "InvalidParameter"),
+            (body(2, outbound="x"), "InvalidRequestContent"),
+        ]
+        for payload, code in cases:
+            started = time.monotonic()
+            r = c.put(url, json=payload)
+            assert time.monotonic() - started < 10
+            assert r.status_code == 400, (payload["properties"], r.status_code, r.text[:200])
+            assert r.json()["error"]["code"] == code, r.text[:200]
+        assert _state_digest(sandbox) == before
