@@ -16,6 +16,7 @@ import typer
 
 TARGET_HELP = "The local sandbox (default) or Azure (needs credentials)."
 DEFAULT_STATE_DIR = Path(".state/sandbox")
+SPEC_HELP = "A YAML environment spec (or a deployments/ENV.yaml); overrides --env's built-in values."
 
 
 def check(
@@ -26,17 +27,18 @@ def check(
         bool, typer.Option(help="Re-run only the provision steps behind drifted rows, then re-validate.")
     ] = False,
     state_dir: Annotated[Path, typer.Option(help="The sandbox's state directory.")] = DEFAULT_STATE_DIR,
+    spec_file: Annotated[Path | None, typer.Option("--spec", help=SPEC_HELP)] = None,
 ) -> None:
     """Validate the keyless chain end to end (read-only unless --remediate); non-zero exit on drift."""
-    from keyless_gitops.cli import _prefect_defaults, _target_kind
+    from keyless_gitops.cli import _load_spec, _prefect_defaults, _target_kind
 
     _prefect_defaults(state_dir)
     from flows.validate import validate
-    from keyless_gitops.spec import preset
     from keyless_gitops.target import TargetError, open_target
     from tasks.drift import EXIT_FAIL, Report
 
-    spec = preset(env)
+    spec = _load_spec(env, spec_file)
+    env = spec.environment
     try:
         with open_target(_target_kind(target), state_dir=state_dir) as tgt:
             typer.echo(f"keyless-gitops check --env {env}: {tgt.description}")
@@ -77,17 +79,18 @@ def down(
         str | None, typer.Option(help="The environment's name again: required for a protected one.")
     ] = None,
     state_dir: Annotated[Path, typer.Option(help="The sandbox's state directory.")] = DEFAULT_STATE_DIR,
+    spec_file: Annotated[Path | None, typer.Option("--spec", help=SPEC_HELP)] = None,
 ) -> None:
     """Tear the environment down in reverse order and verify nothing is left (vault purged)."""
-    from keyless_gitops.cli import _prefect_defaults, _target_kind
+    from keyless_gitops.cli import _load_spec, _prefect_defaults, _target_kind
 
     _prefect_defaults(state_dir)
     from flows.teardown import teardown
-    from keyless_gitops.spec import preset
     from keyless_gitops.target import TargetError, open_target
     from tasks.teardown_plan import ProtectedEnvironmentError, ensure_teardown_allowed
 
-    spec = preset(env)
+    spec = _load_spec(env, spec_file)
+    env = spec.environment
     try:  # refuse before starting anything
         ensure_teardown_allowed(environment=spec.environment, protected=spec.protected, confirm=confirm)
     except ProtectedEnvironmentError as exc:

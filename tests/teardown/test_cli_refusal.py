@@ -22,3 +22,10 @@ def test_down_prod_with_the_wrong_name_refuses(tmp_path: Path) -> None:
         app, ["down", "--env", "prod", "--confirm", "dev", "--state-dir", str(tmp_path / "s")]
     )
     assert result.exit_code == 3, result.output
+
+
+def test_down_with_the_prod_deployment_file_refuses(tmp_path: Path) -> None:
+    spec_file = Path(__file__).resolve().parents[2] / "deployments" / "prod.yaml"
+    result = CliRunner().invoke(app, ["down", "--spec", str(spec_file), "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == 3, result.output
+    assert "'prod' is protected" in result.output
