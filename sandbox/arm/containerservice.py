@@ -30,6 +30,7 @@ import base64
 import copy
 import hashlib
 import json
+import re
 import uuid
 from functools import cache
 from typing import Any
@@ -299,8 +300,20 @@ def _conflict(op: dict[str, Any]) -> ArmError:
     )
 
 
+# the containerservice REST spec's ``resourceName`` path parameter (minLength 1, maxLength 63)
+_NAME = re.compile(r"^[a-zA-Z0-9]$|^[a-zA-Z0-9][-_a-zA-Z0-9]{0,61}[a-zA-Z0-9]$")
+
+
 async def put_cluster(req: ArmRequest, caps: list[str]) -> Response:
     ctx = req.ctx
+    if not _NAME.match(caps[2]):
+        # the code is ARM's for a name the RP rejects (as for identities); AKS's exact text is not known
+        raise ArmError(
+            400,
+            "InvalidResourceName",
+            f"Resource name {caps[2][:80]} is invalid. The name can be 1-63 characters long, can contain "
+            "letters, digits, hyphens and underscores, and must start and end with a letter or digit.",
+        )
     body = req.body()
     _validate(body)
     key = _key(req, caps)

@@ -112,6 +112,13 @@ def complete(ctx: SandboxContext, data: dict[str, Any], op: dict[str, Any]) -> N
     except OperationFailed as exc:
         op["status"] = "Failed"
         op["error"] = {"code": exc.code, "message": exc.message}
+    except Exception:  # a sandbox bug must fail this operation, not every later request's settle_all
+        log.exception("operation %s %s on %s crashed", op["id"], op["kind"], op["target"])
+        op["status"] = "Failed"
+        op["error"] = {
+            "code": "InternalServerError",
+            "message": "The operation failed with an internal error. Please retry the request.",
+        }
     op["end"] = max(op["due"], op["start"])
     log.info("operation %s %s on %s: %s", op["id"], op["kind"], op["target"], op["status"])
 

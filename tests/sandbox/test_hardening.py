@@ -114,3 +114,67 @@ def test_aks_agent_pool_count_is_validated_not_built(
             assert r.status_code == 400, (payload["properties"], r.status_code, r.text[:200])
             assert r.json()["error"]["code"] == code, r.text[:200]
         assert _state_digest(sandbox) == before
+
+
+def test_aks_cluster_name_follows_the_spec_pattern(
+    sandbox: Sandbox, conn: dict[str, Any], unique: str
+) -> None:
+    """managedClusters ``resourceName``: 1-63 characters, ``^[a-zA-Z0-9]$|^[a-zA-Z0-9][-_a-zA-Z0-9]{0,61}
+    [a-zA-Z0-9]$`` (the containerservice REST spec's path parameter). A 200-character name used to be
+    accepted; its cluster's state file name was too long, and every later request got a 500."""
+    group = f"rg-aksname-{unique}"
+    base = f"{conn['arm_endpoint']}/subscriptions/{conn['subscription_id']}/resourceGroups/{group}"
+    body = {
+        "location": "eastus",
+        "properties": {
+            "dnsPrefix": "x",
+            "agentPoolProfiles": [
+                {"name": "pool", "count": 1, "vmSize": "Standard_D2s_v5", "mode": "System"}
+            ],
+        },
+    }
+    with _arm(conn) as c:
+        assert c.put(f"{base}?api-version=2025-04-01", json={"location": "eastus"}).status_code == 201
+        before = _state_digest(sandbox)
+        for name in ("x" * 64, "x" * 200, "-x", "x-", "a.b", "%2e%2e", "ünï", "a%00b", "a%5Cb"):
+            r = c.put(
+                f"{base}/providers/Microsoft.ContainerService/managedClusters/{name}?api-version=2026-08-01",
+                json=body,
+            )
+            assert r.status_code == 400, (name, r.status_code, r.text[:200])
+            assert r.json()["error"]["code"] == "InvalidResourceName"
+        assert _state_digest(sandbox) == before
+        assert c.get(f"{base}?api-version=2025-04-01").status_code == 200
+
+
+def test_a_crashing_operation_fails_alone(sandbox: Sandbox, conn: dict[str, Any], unique: str) -> None:
+    """An operation whose completion raises an unexpected error is Failed (InternalServerError in its
+    status, as ARM reports an RP crash) instead of being retried by every later request's settle_all,
+    which turned each of them into a 500."""
+    from sandbox.arm import lro
+    from sandbox.arm.common import state
+
+    def crash(ctx: Any, data: dict[str, Any], op: dict[str, Any]) -> None:
+        raise OSError("File name too long")
+
+    lro.COMPLETERS["test.crash"] = crash
+    try:
+        with state(sandbox.ctx).change() as data:
+            op = lro.start(
+                sandbox.ctx,
+                data,
+                kind="test.crash",
+                target=unique,
+                duration_key="identity.create",
+                provider="Microsoft.Resources",
+                location="eastus",
+            )
+        url = f"{conn['arm_endpoint']}/subscriptions/{conn['subscription_id']}/resourcegroups"
+        with _arm(conn) as c:
+            assert c.get(f"{url}?api-version=2025-04-01").status_code == 200
+            assert c.get(f"{url}?api-version=2025-04-01").status_code == 200
+        done = lro.find(sandbox.ctx, op["id"])
+        assert done["status"] == "Failed" and done["error"]["code"] == "InternalServerError"
+        assert "File name too long" not in done["error"]["message"]  # no internals in the envelope
+    finally:
+        del lro.COMPLETERS["test.crash"]
