@@ -7,12 +7,17 @@ a PITFALLS row or CLIENT-FACTS line).
 from __future__ import annotations
 
 import hashlib
+import logging
 import ssl
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
+from azure.core.exceptions import HttpResponseError
 
 from sandbox.arm.testing import credential
 from sandbox.k8s import yamlio
@@ -178,3 +183,132 @@ def test_a_crashing_operation_fails_alone(sandbox: Sandbox, conn: dict[str, Any]
         assert "File name too long" not in done["error"]["message"]  # no internals in the envelope
     finally:
         del lro.COMPLETERS["test.crash"]
+
+
+# -- secrets: only where a real service keeps them --------------------------------------------------
+
+
+def test_secret_canaries_stay_where_real_services_keep_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """P24/P28 and the working rules: client secrets, access tokens, ServiceAccount tokens and Key Vault
+    secret values never appear in the journal, logs, error texts or state documents, except where the
+    real service keeps them: the vault's secrets (``state/keyvault.json``), the connection file and the
+    tenant's own identity record (``connection.json``, ``identity.json``), the kubeconfig tokens file
+    (``k8s/<key>/tokens.json``, as AKS keeps local-account tokens)."""
+    import jwt
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import ClientSecretCredential
+    from azure.keyvault.secrets import SecretClient
+    from azure.mgmt.authorization import AuthorizationManagementClient
+    from azure.mgmt.keyvault import KeyVaultManagementClient
+    from azure.mgmt.resource.resources import ResourceManagementClient
+
+    from sandbox.arm.testing import mgmt_client
+
+    caplog.set_level(logging.DEBUG)
+    wrong = f"canary-wrong-secret-{uuid.uuid4().hex}"
+    value = f"canary-vault-value-{uuid.uuid4().hex}"
+    with Sandbox(tmp_path / "sb", time_scale=0.0) as sb:
+        conn = sb.connection
+        bad = ClientSecretCredential(
+            conn["tenant_id"],
+            conn["client_id"],
+            wrong,
+            authority=conn["authority_host"],
+            disable_instance_discovery=True,
+            connection_verify=conn["ca_bundle"],
+        )
+        with pytest.raises(ClientAuthenticationError) as err:
+            bad.get_token("https://management.azure.com/.default")
+        assert wrong not in str(err.value)
+        cred = credential(conn)
+        arm_token = cred.get_token("https://management.azure.com/.default").token
+        kv_token = cred.get_token("https://vault.azure.net/.default").token
+        mgmt_client(ResourceManagementClient, conn).resource_groups.create_or_update(
+            "rg-canary", {"location": "eastus"}
+        )
+        vault = (
+            mgmt_client(KeyVaultManagementClient, conn)
+            .vaults.begin_create_or_update(
+                "rg-canary",
+                "kv-canary",
+                {
+                    "location": "eastus",
+                    "properties": {"tenantId": conn["tenant_id"], "sku": {"family": "A", "name": "standard"}},
+                },
+            )
+            .result(timeout=30)
+        )
+        client = SecretClient(
+            vault.properties.vault_uri,
+            cred,
+            verify_challenge_resource=False,
+            connection_verify=conn["ca_bundle"],
+        )
+        with pytest.raises(HttpResponseError) as denied:  # no data-plane role yet (P8)
+            client.set_secret("canary", value)
+        assert value not in str(denied.value)
+        mgmt_client(AuthorizationManagementClient, conn).role_assignments.create(
+            vault.id,
+            str(uuid.uuid4()),
+            {
+                "role_definition_id": f"/subscriptions/{conn['subscription_id']}/providers/"
+                "Microsoft.Authorization/roleDefinitions/b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+                "principal_id": jwt.decode(arm_token, options={"verify_signature": False})["oid"],
+                "principal_type": "ServicePrincipal",
+            },
+        )
+        client.set_secret("canary", value)
+        assert client.get_secret("canary").value == value
+        # a cluster: kubeconfig bearer token and a TokenRequest (ServiceAccount token)
+        svc = sb.ctx.services["k8s"]
+        cid = (
+            f"/subscriptions/{conn['subscription_id']}/resourceGroups/rg-canary/providers/"
+            "Microsoft.ContainerService/managedClusters/aks-canary"
+        )
+        svc.ensure_cluster(
+            cid,
+            name="aks-canary",
+            location="eastus",
+            oidc_issuer=True,
+            workload_identity=True,
+            keyvault_secrets_provider=False,
+            node_count=1,
+        )
+        kubeconfig = yaml.safe_load(svc.kubeconfig(cid))
+        server = kubeconfig["clusters"][0]["cluster"]["server"]
+        kube_token = kubeconfig["users"][0]["user"]["token"]
+        with httpx.Client(
+            verify=ssl.create_default_context(cafile=conn["ca_bundle"]),
+            headers={"Authorization": f"Bearer {kube_token}"},
+        ) as k:
+            r = k.post(
+                f"{server}/api/v1/namespaces/default/serviceaccounts/default/token",
+                json={
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenRequest",
+                    "spec": {"audiences": ["api://AzureADTokenExchange"]},
+                },
+            )
+            assert r.status_code == 201, r.text
+            sa_token = r.json()["status"]["token"]
+            r = k.get(f"{server}/api/v1/namespaces/default/secrets/nope")
+            assert r.status_code == 404 and kube_token not in r.text
+        state_dir = sb.state_dir
+    canaries = {
+        "wrong client secret": (wrong, set()),
+        "client secret": (conn["client_secret"], {"connection.json", "identity.json"}),
+        "ARM token": (arm_token, set()),
+        "Key Vault token": (kv_token, set()),
+        "ServiceAccount token": (sa_token, set()),
+        "kubeconfig token": (kube_token, {"tokens.json"}),
+        "vault secret value": (value, {"keyvault.json"}),
+    }
+    out, errs = capfd.readouterr()
+    logs = caplog.text + out + errs
+    for what, (canary, allowed) in canaries.items():
+        assert canary not in logs, f"{what} in the logs"
+        for path in state_dir.rglob("*"):
+            if path.is_file() and path.name not in allowed:
+                assert canary.encode() not in path.read_bytes(), f"{what} in {path.relative_to(state_dir)}"
