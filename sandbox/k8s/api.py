@@ -731,7 +731,10 @@ class ApiServer:
         send_initial = q.get("sendInitialEvents") in ("true", "1")
         bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
         rv_param = q.get("resourceVersion", "")
-        timeout = float(q.get("timeoutSeconds") or 0) or 1800.0
+        try:  # an int64 query parameter: anything else fails the request's decoding (400)
+            timeout = float(int(q.get("timeoutSeconds") or 0)) or 1800.0
+        except ValueError:
+            raise BadRequest(f"invalid value for timeoutSeconds: {q.get('timeoutSeconds')!r}") from None
         table = _wants_table(request)
         if send_initial and q.get("resourceVersionMatch") != "NotOlderThan":
             raise Invalid(

@@ -256,6 +256,83 @@ def now_iso() -> str:
 
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# apimachinery validation: qualified names (label and annotation keys) and label values
+_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_REPLICATED = {"apps/deployments", "apps/replicasets", "apps/statefulsets"}
+_INT32_MAX = 2**31 - 1
+
+
+def _decode_check(rt: ResourceType, obj: dict[str, Any]) -> None:
+    """What the API server's JSON decoder refuses (400, before validation): ObjectMeta's typed maps and
+    lists, and ``spec.replicas`` (int32) of the apps kinds."""
+
+    def fail(field: str, value: Any, go_type: str) -> BadRequest:
+        got = {bool: "bool", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+        return BadRequest(
+            f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: json: cannot unmarshal '
+            f"{got.get(type(value), 'value')} into Go struct field {field} of type {go_type}"
+        )
+
+    meta = obj.get("metadata") or {}
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise fail(f"ObjectMeta.metadata.{key}", value, "map[string]string")
+        for v in value.values():
+            if not isinstance(v, str):
+                raise fail(f"ObjectMeta.metadata.{key}", v, "string")
+    finalizers = meta.get("finalizers")
+    if finalizers is not None:
+        if not isinstance(finalizers, list):
+            raise fail("ObjectMeta.metadata.finalizers", finalizers, "[]string")
+        for v in finalizers:
+            if not isinstance(v, str):
+                raise fail("ObjectMeta.metadata.finalizers", v, "string")
+    if rt.key in _REPLICATED:
+        replicas = (obj.get("spec") or {}).get("replicas") if isinstance(obj.get("spec"), dict) else None
+        if replicas is not None and (
+            isinstance(replicas, bool) or not isinstance(replicas, int) or replicas > _INT32_MAX
+        ):
+            raise fail(f"{rt.kind}Spec.spec.replicas", replicas, "int32")
+
+
+def _qualified_name_causes(field: str, items: dict[str, Any], *, values: bool) -> list[tuple[str, str, str]]:
+    causes = []
+    for key, value in items.items():
+        prefix, _, name = key.rpartition("/")
+        if (
+            not name
+            or len(name) > 63
+            or not _NAME_PART.match(name)
+            or (prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)))
+        ):
+            causes.append(
+                (
+                    field,
+                    "FieldValueInvalid",
+                    f"Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' "
+                    "or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or "
+                    "'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?"
+                    "[A-Za-z0-9]')",
+                )
+            )
+        elif values and (len(value) > 63 or not _LABEL_VALUE.match(value)):
+            causes.append(
+                (
+                    field,
+                    "FieldValueInvalid",
+                    f'Invalid value: "{value}": a valid label must be an empty string or consist of '
+                    "alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
+                    "character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is "
+                    "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
+                )
+            )
+    return causes
+
+
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_KINDS = {"namespaces", "services"}  # names must be RFC 1123 labels (apimachinery validation)
 _GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # apiserver names.SimpleNameGenerator alphabet
@@ -752,6 +829,11 @@ class ClusterStore:
                     f"the body of the request was in an unknown format - accepted media types include: "
                     f"{', '.join(PATCH_TYPES)}"
                 )
+            if not isinstance(new, dict):  # e.g. a merge patch whose body is not an object (RFC 7386)
+                raise BadRequest(
+                    f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: json: cannot '
+                    "unmarshal array into Go value of type map[string]interface {}"
+                )
             if isinstance(body, dict):
                 schema.check_fields(rt, new, field_validation, warnings)
             new.setdefault("metadata", {})["resourceVersion"] = (
@@ -1113,6 +1195,22 @@ class ClusterStore:
     def _validate_meta(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         """ObjectMeta rules every kind shares (apimachinery ``ValidateObjectMeta``)."""
         meta = obj["metadata"]
+        _decode_check(rt, obj)
+        causes = [
+            *_qualified_name_causes("metadata.labels", meta.get("labels") or {}, values=True),
+            *_qualified_name_causes("metadata.annotations", meta.get("annotations") or {}, values=False),
+        ]
+        if rt.key in _REPLICATED and isinstance((obj.get("spec") or {}).get("replicas"), int):
+            if obj["spec"]["replicas"] < 0:
+                causes.append(
+                    (
+                        "spec.replicas",
+                        "FieldValueInvalid",
+                        f"Invalid value: {obj['spec']['replicas']}: must be greater than or equal to 0",
+                    )
+                )
+        if causes:
+            raise invalid(rt, meta.get("name", ""), causes)
         annotations = meta.get("annotations") or {}
         size = sum(len(k) + len(str(v)) for k, v in annotations.items())
         if size > 262144:

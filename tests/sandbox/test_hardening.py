@@ -312,3 +312,112 @@ def test_secret_canaries_stay_where_real_services_keep_them(
         for path in state_dir.rglob("*"):
             if path.is_file() and path.name not in allowed:
                 assert canary.encode() not in path.read_bytes(), f"{what} in {path.relative_to(state_dir)}"
+
+
+# -- Kubernetes: the API server's own validation ---------------------------------------------------
+
+
+def _kube(sandbox: Sandbox, name: str) -> tuple[httpx.Client, str]:
+    from tests.sandbox.controllers_support import cluster_id, make_cluster
+
+    make_cluster(sandbox, name, keyvault=False, nodes=1)
+    config = yaml.safe_load(sandbox.ctx.services["k8s"].kubeconfig(cluster_id(sandbox, name)))
+    client = httpx.Client(
+        verify=ssl.create_default_context(cafile=sandbox.connection["ca_bundle"]),
+        headers={"Authorization": f"Bearer {config['users'][0]['user']['token']}"},
+        timeout=20,
+    )
+    return client, config["clusters"][0]["cluster"]["server"]
+
+
+def test_kubernetes_object_meta_and_replicas_are_validated(sandbox: Sandbox, unique: str) -> None:
+    """apimachinery ``ValidateObjectMeta`` (labels: qualified-name keys, values <= 63 characters of
+    ``(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?``; annotations and finalizers typed) and apps
+    validation (``spec.replicas`` >= 0): 422 ``Invalid`` with causes, 400 ``BadRequest`` when the JSON type
+    cannot decode. They used to be stored as sent; ``replicas: "x"`` then crashed the ReplicaSet
+    controller on every sync."""
+    client, server = _kube(sandbox, "aks-hardening")
+    ns = f"hard-{unique}"
+    with client as c:
+        assert c.post(f"{server}/api/v1/namespaces", json={"metadata": {"name": ns}}).status_code == 201
+        cms = f"{server}/api/v1/namespaces/{ns}/configmaps"
+        before = _state_digest(sandbox)
+        bad_meta = [
+            ({"labels": {"a b": "c"}}, 422),
+            ({"labels": {"a": "x" * 64}}, 422),
+            ({"labels": {"a": "-x"}}, 422),
+            ({"labels": {"a": 1}}, 400),
+            ({"labels": ["x"]}, 400),
+            ({"annotations": {"a": 1}}, 400),
+            ({"annotations": {"a b": "c"}}, 422),
+            ({"finalizers": "x"}, 400),
+            ({"finalizers": [1]}, 400),
+        ]
+        for i, (meta, code) in enumerate(bad_meta):
+            r = c.post(
+                cms, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"m{i}", **meta}}
+            )
+            assert r.status_code == code, (meta, r.status_code, r.text[:200])
+            assert r.json()["kind"] == "Status" and r.json()["code"] == code
+        deployments = f"{server}/apis/apps/v1/namespaces/{ns}/deployments"
+
+        def deployment(replicas: Any) -> dict[str, Any]:
+            return {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "web"},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+                    },
+                },
+            }
+
+        for replicas, code in (("x", 400), (True, 400), (1.5, 400), (-1, 422), (2**31, 400)):
+            r = c.post(deployments, json=deployment(replicas))
+            assert r.status_code == code, (replicas, r.status_code, r.text[:200])
+        assert _state_digest(sandbox) == before
+        # merge patch with a non-object body is a 400 too (RFC 7386 replaces the whole object)
+        assert c.post(cms, json={"metadata": {"name": "ok"}}).status_code == 201
+        r = c.patch(f"{cms}/ok", content=b"[1]", headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code in (400, 422), r.text[:200]
+        r = c.get(f"{cms}?watch=1&timeoutSeconds=abc")
+        assert r.status_code == 400 and r.json()["kind"] == "Status", r.text[:200]
+
+
+def test_a_large_deployment_does_not_block_the_api_server(tmp_path: Path) -> None:
+    """Kubernetes creates a big ReplicaSet's pods in bursts (``BurstReplicas``) and the API server keeps
+    answering. The sandbox's reconcilers share the API server's event loop: 1000 replicas used to be
+    created in one reconcile, during which not even ``/version`` answered."""
+    with Sandbox(tmp_path / "sb", time_scale=0.0) as sb:
+        client, server = _kube(sb, "aks-big")
+        with client as c:
+            deployment = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "big"},
+                "spec": {
+                    "replicas": 1000,
+                    "selector": {"matchLabels": {"app": "big"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "big"}},
+                        "spec": {"containers": [{"name": "big", "image": "nginx"}]},
+                    },
+                },
+            }
+            assert (
+                c.post(f"{server}/apis/apps/v1/namespaces/default/deployments", json=deployment).status_code
+                == 201
+            )
+            worst, started = 0.0, time.monotonic()
+            while time.monotonic() - started < 3:
+                t = time.monotonic()
+                assert c.get(f"{server}/version", timeout=30).status_code == 200
+                worst = max(worst, time.monotonic() - t)
+                time.sleep(0.1)
+            pods = c.get(f"{server}/api/v1/namespaces/default/pods").json()["items"]
+        assert worst < 1.5, f"/version took {worst:.1f} s"
+        assert pods  # and the controller did make progress

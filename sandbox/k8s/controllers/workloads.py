@@ -48,6 +48,11 @@ from sandbox.k8s.controllers._base import (
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 NODE_PREFIX = "aks-nodepool1-12345678-vmss"
+# Pods a ReplicaSet creates per reconcile. kube-controller-manager's ReplicaSet controller creates at
+# most ``BurstReplicas`` = 500 per sync (pkg/controller/replicaset, in slow-start batches); the
+# sandbox's reconcilers run on the API server's event loop, so it takes smaller steps and requeues:
+# the API answers between them (a Deployment with thousands of replicas used to block it for minutes).
+BURST_REPLICAS = 25
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -421,7 +426,8 @@ class WorkloadController:
             for p in self.api.list("v1", "Pod", ns)
             if is_owned_by(p, rs) and not p["metadata"].get("deletionTimestamp")
         ]
-        for _ in range(want - len(pods)):
+        missing = want - len(pods)
+        for _ in range(min(missing, BURST_REPLICAS)):
             pods.append(self._create_pod(rs, f"{name}-{random_suffix()}", spec["template"]))
             record_event(
                 self.api,
@@ -464,6 +470,8 @@ class WorkloadController:
         if _status_differs(rs.get("status"), status):
             rs["status"] = status
             self.api.update_status(rs)
+        if missing > BURST_REPLICAS:
+            return 0.05  # more to create: requeue, so the API server answers in between
         return None
 
     def _create_pod(
