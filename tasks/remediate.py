@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from azure.core.exceptions import ResourceNotFoundError
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from prefect import task
@@ -33,6 +32,7 @@ from tasks.kube import (
     kube_client,
     sample_app_status,
 )
+from tasks.secrets import recover_if_soft_deleted
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 FIELD_MANAGER = "keyless-gitops-remediation"
@@ -131,11 +131,7 @@ def recover_deleted_secrets(spec: EnvironmentSpec, credentials_block: str, vault
     client = load_credentials(credentials_block).get_secret_client(vault_uri)
     recovered = []
     for name in spec.secrets:
-        try:
-            client.get_deleted_secret(name)
-        except ResourceNotFoundError:
-            continue
-        client.begin_recover_deleted_secret(name).wait()
-        recovered.append(name)
-        log().info("secret %s: recovered from soft delete", name)
+        if recover_if_soft_deleted(client, name):
+            recovered.append(name)
+            log().info("secret %s: recovered from soft delete", name)
     return recovered

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.keyvault.secrets import SecretProperties
+from azure.keyvault.secrets import SecretClient, SecretProperties
 from prefect import task
 from prefect.blocks.system import Secret
 from prefect.tasks import exponential_backoff
@@ -72,6 +72,18 @@ def read_secret_block(block_name: str, *, generate_missing: bool) -> tuple[str, 
     return str(block.get()), False
 
 
+def recover_if_soft_deleted(client: SecretClient, name: str) -> bool:
+    """Recover secret ``name`` if it sits soft-deleted (deleted by hand): until then its name cannot
+    be set again (409 Conflict "deleted but recoverable"). Recovery keeps its versions. True if it
+    recovered one."""
+    try:
+        client.get_deleted_secret(name)
+    except ResourceNotFoundError:
+        return False
+    client.begin_recover_deleted_secret(name).wait()
+    return True
+
+
 def _forbidden(exc: BaseException) -> bool:
     return isinstance(exc, HttpResponseError) and (
         error_code(exc) == "ForbiddenByRbac" or exc.status_code == 403
@@ -124,6 +136,9 @@ def ensure_secrets_seeded(
             interval=1.0,
             retry_on=_forbidden,
         )[0]
+        if current_value is None and recover_if_soft_deleted(client, secret_name):
+            log().info("secret %s in %s: recovered from soft delete", secret_name, names.key_vault)
+            current_value, version = current()
         if current_value is not None and hmac.compare_digest(current_value, value):
             change: Change = "unchanged"
         else:

@@ -17,7 +17,8 @@ from tasks.common import load_credentials
 from tasks.identity import IdentityFacts, ensure_federated_credential, ensure_identity
 from tasks.keyvault import ensure_key_vault
 from tasks.resource_group import ensure_resource_group
-from tasks.roles import ensure_identity_can_read_secrets
+from tasks.roles import ensure_identity_can_read_secrets, ensure_pipeline_can_write_secrets
+from tasks.secrets import ensure_secrets_seeded
 
 Writes = Callable[[int], list[Any]]
 
@@ -227,4 +228,27 @@ def test_extension_pinned_per_version_and_a_key_change_is_refused(
     seq = sandbox.ctx.journal.last_seq
     with pytest.raises(ExtensionFailed, match="uninstall and reinstall"):
         ensure_argocd_extension.fn(spec, creds_block, cluster, identity)
+    assert writes_since(seq) == []
+
+
+def test_seeding_recovers_a_secret_deleted_by_hand(
+    sandbox: Sandbox, creds_block: str, spec: EnvironmentSpec, writes_since: Writes
+) -> None:
+    """A seeded secret deleted behind the pipeline's back is soft-deleted and blocks its name (409);
+    the seed step recovers it instead of failing, so re-running ``up`` converges."""
+    rg = ensure_resource_group(spec, creds_block)
+    vault = ensure_key_vault(spec, creds_block, rg)
+    officer = ensure_pipeline_can_write_secrets(spec, creds_block, vault)
+    first = ensure_secrets_seeded(spec, creds_block, vault, officer, True)
+    assert first.change == "created"
+    client = load_credentials(creds_block).get_secret_client(vault.vault_uri)
+    name = sorted(spec.secrets)[0]
+    client.begin_delete_secret(name).wait()
+
+    again = ensure_secrets_seeded(spec, creds_block, vault, officer, True)
+    versions = {s.name: s.version for s in again.secrets}
+    assert versions == {s.name: s.version for s in first.secrets}  # recovered, not rewritten
+    assert client.get_secret(name).properties.version == versions[name]
+    seq = sandbox.ctx.journal.last_seq
+    assert ensure_secrets_seeded(spec, creds_block, vault, officer, True).change == "unchanged"
     assert writes_since(seq) == []
