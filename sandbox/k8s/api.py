@@ -638,14 +638,31 @@ class ApiServer:
         if request.method != "POST":
             raise MethodNotAllowed("the server does not allow this method on the requested resource")
         body = await _body(request)
-        spec = (body or {}).get("spec") or {}
+        spec = body.get("spec") if isinstance(body, dict) else None
+        spec = spec or {}
+        # what the decoder refuses (400): TokenRequestSpec is {audiences []string, expirationSeconds *int64}
+        exp_raw, aud_raw = spec.get("expirationSeconds"), spec.get("audiences")
+        if (
+            not isinstance(spec, dict)
+            or (exp_raw is not None and (isinstance(exp_raw, bool) or not isinstance(exp_raw, int)))
+            or (
+                aud_raw is not None
+                and not (isinstance(aud_raw, list) and all(isinstance(a, str) for a in aud_raw))
+            )
+        ):
+            raise BadRequest(
+                'TokenRequest in version "v1" cannot be handled as a TokenRequest: json: cannot unmarshal '
+                "the request into Go struct field TokenRequest.spec of type v1.TokenRequestSpec"
+            )
         sa_rt = store.rtype("v1", "ServiceAccount")
         store.get_rt(sa_rt, name, namespace)
-        exp_s = int(spec.get("expirationSeconds") or 3600)
-        if exp_s < 600:
+        exp_s = int(exp_raw or 3600)
+        # apiserver ValidateTokenRequest: at least 10 minutes, at most 2^32 seconds
+        too = "less than 10 minutes" if exp_s < 600 else "larger than 2^32 seconds" if exp_s > 2**32 else ""
+        if too:
             raise Invalid(
                 f'TokenRequest.authentication.k8s.io "{name}" is invalid: spec.expirationSeconds: '
-                f"Invalid value: {exp_s}: may not specify a duration less than 10 minutes",
+                f"Invalid value: {exp_s}: may not specify a duration {too}",
                 details={
                     "name": name,
                     "group": "authentication.k8s.io",
@@ -654,12 +671,12 @@ class ApiServer:
                         {
                             "reason": "FieldValueInvalid",
                             "field": "spec.expirationSeconds",
-                            "message": "may not specify a duration less than 10 minutes",
+                            "message": f"may not specify a duration {too}",
                         }
                     ],
                 },
             )
-        audiences = spec.get("audiences") or [self.service.issuer_url(key)]
+        audiences = aud_raw or [self.service.issuer_url(key)]
         pod = None
         bound = spec.get("boundObjectRef") or {}
         if bound.get("kind") == "Pod":

@@ -291,12 +291,75 @@ def _decode_check(rt: ResourceType, obj: dict[str, Any]) -> None:
         for v in finalizers:
             if not isinstance(v, str):
                 raise fail("ObjectMeta.metadata.finalizers", v, "string")
+    if rt.key == CRD_KEY:
+        spec = obj.get("spec")
+        names = spec.get("names") if isinstance(spec, dict) else None
+        versions = spec.get("versions") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict):
+            raise fail("CustomResourceDefinition.spec", spec, "v1.CustomResourceDefinitionSpec")
+        if names is not None and not isinstance(names, dict):
+            raise fail("CustomResourceDefinitionSpec.spec.names", names, "v1.CustomResourceDefinitionNames")
+        if versions is not None and (
+            not isinstance(versions, list) or not all(isinstance(v, dict) for v in versions)
+        ):
+            raise fail(
+                "CustomResourceDefinitionSpec.spec.versions", versions, "[]v1.CustomResourceDefinitionVersion"
+            )
+        for key in ("group", "scope"):
+            if spec.get(key) is not None and not isinstance(spec[key], str):
+                raise fail(f"CustomResourceDefinitionSpec.spec.{key}", spec[key], "string")
+        for key in ("plural", "singular", "kind", "listKind"):
+            value = (names or {}).get(key)
+            if value is not None and not isinstance(value, str):
+                raise fail(f"CustomResourceDefinitionNames.spec.names.{key}", value, "string")
+    if rt.key == "/pods":
+        pod_spec = obj.get("spec")
+        if pod_spec is not None and not isinstance(pod_spec, dict):
+            raise fail("Pod.spec", pod_spec, "v1.PodSpec")
+        for key in ("containers", "initContainers", "volumes"):
+            items = (pod_spec or {}).get(key)
+            if items is not None and (
+                not isinstance(items, list) or not all(isinstance(i, dict) for i in items)
+            ):
+                raise fail(
+                    f"PodSpec.spec.{key}", items, "[]v1.Container" if key != "volumes" else "[]v1.Volume"
+                )
     if rt.key in _REPLICATED:
         replicas = (obj.get("spec") or {}).get("replicas") if isinstance(obj.get("spec"), dict) else None
         if replicas is not None and (
             isinstance(replicas, bool) or not isinstance(replicas, int) or replicas > _INT32_MAX
         ):
             raise fail(f"{rt.kind}Spec.spec.replicas", replicas, "int32")
+
+
+def _check_crd_schemas(rt: ResourceType, name: str, spec: dict[str, Any]) -> None:
+    """apiextensions validation: scope is Namespaced or Cluster, and each version's
+    ``openAPIV3Schema`` is a schema (a ``type`` the dialect knows, ``pattern`` a valid regular
+    expression, ...), checked with jsonschema's Draft 4 meta-schema (the dialect the sandbox validates
+    custom resources with; Kubernetes' own structural-schema rules are stricter)."""
+    import jsonschema
+
+    causes = []
+    if spec.get("scope") not in (None, "Namespaced", "Cluster"):
+        causes.append(
+            (
+                "spec.scope",
+                "FieldValueNotSupported",
+                f'Unsupported value: "{spec["scope"]}": supported values: "Cluster", "Namespaced"',
+            )
+        )
+    for i, version in enumerate(spec.get("versions") or []):
+        schema = (version.get("schema") or {}).get("openAPIV3Schema") if isinstance(version, dict) else None
+        if schema is None:
+            continue
+        try:
+            jsonschema.Draft4Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path)
+            field = f"spec.versions[{i}].schema.openAPIV3Schema" + (f".{where}" if where else "")
+            causes.append((field, "FieldValueInvalid", f"Invalid value: {exc.message[:200]}"))
+    if causes:
+        raise invalid(rt, name, causes)
 
 
 def _qualified_name_causes(field: str, items: dict[str, Any], *, values: bool) -> list[tuple[str, str, str]]:
@@ -575,6 +638,7 @@ class ClusterStore:
                 meta.pop(key, None)
             if "status" in rt.subresources and rt.key not in (NAMESPACE_KEY, "/nodes"):
                 obj.pop("status", None)  # strategies' PrepareForCreate reset status
+            _decode_check(rt, obj)
             schema.default(rt, obj)
             self._admit(rt, obj, None, "CREATE")
             obj = schema.validate(rt, obj, None, field_validation, warnings)
@@ -662,6 +726,7 @@ class ClusterStore:
                     details=_details(rt, name),
                 )
             new = self._merge_update(rt, current, obj, subresource)
+            _decode_check(rt, new)
             schema.default(rt, new)
             if subresource is None:
                 self._admit(rt, new, current, "UPDATE")
@@ -1221,6 +1286,7 @@ class ClusterStore:
             )
         if rt.key == CRD_KEY:
             spec = obj.get("spec") or {}
+            _check_crd_schemas(rt, meta.get("name", ""), spec)
             want = f"{(spec.get('names') or {}).get('plural', '')}.{spec.get('group', '')}"
             if meta.get("name") != want:
                 raise invalid(

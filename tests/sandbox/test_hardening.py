@@ -421,3 +421,91 @@ def test_a_large_deployment_does_not_block_the_api_server(tmp_path: Path) -> Non
             pods = c.get(f"{server}/api/v1/namespaces/default/pods").json()["items"]
         assert worst < 1.5, f"/version took {worst:.1f} s"
         assert pods  # and the controller did make progress
+
+
+def test_kubernetes_decoding_and_validation_of_tokens_crds_pods(sandbox: Sandbox, unique: str) -> None:
+    """Each was a 500 (or stored half-way): TokenRequest with a non-integer or huge ``expirationSeconds``
+    (apiserver ValidateTokenRequest: 10 minutes .. 2^32 s) or non-list ``audiences``; a CRD whose spec,
+    versions or schema have the wrong types, an unknown scope, or a ``pattern`` that is no regular
+    expression (then every custom resource create crashed); a Pod whose ``containers`` is no list."""
+    client, server = _kube(sandbox, "aks-hardening")
+    ns = f"hard2-{unique}"
+    with client as c:
+        assert c.post(f"{server}/api/v1/namespaces", json={"metadata": {"name": ns}}).status_code == 201
+        token = f"{server}/api/v1/namespaces/{ns}/serviceaccounts/default/token"
+        for spec, code in (
+            ({"audiences": ["x"], "expirationSeconds": "x"}, 400),
+            ({"audiences": ["x"], "expirationSeconds": 10**30}, 422),
+            ({"audiences": "x"}, 400),
+            ({"audiences": [1]}, 400),
+        ):
+            r = c.post(
+                token, json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+            )
+            assert r.status_code == code, (spec, r.status_code, r.text[:200])
+            assert r.json()["kind"] == "Status"
+        before = _state_digest(sandbox)
+        crds = f"{server}/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        group = f"h{unique}.example.com"
+
+        def crd(**spec: Any) -> dict[str, Any]:
+            return {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": f"foos.{group}"},
+                "spec": {
+                    "group": group,
+                    "names": {"plural": "foos", "kind": "Foo"},
+                    "scope": "Namespaced",
+                    "versions": [
+                        {
+                            "name": "v1",
+                            "served": True,
+                            "storage": True,
+                            "schema": {
+                                "openAPIV3Schema": {
+                                    "type": "object",
+                                    "properties": {"spec": {"type": "string", "pattern": "^a+$"}},
+                                }
+                            },
+                        }
+                    ],
+                    **spec,
+                },
+            }
+
+        bad_schema = [
+            {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {"type": 5}}}
+        ]
+        bad_pattern = [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {"spec": {"type": "string", "pattern": "("}},
+                    }
+                },
+            }
+        ]
+        cases: list[tuple[dict[str, Any], int]] = [
+            ({**crd(), "spec": "x"}, 400),
+            (crd(versions="x"), 400),
+            (crd(names=["foos"]), 400),
+            (crd(scope="Weird"), 422),
+            (crd(versions=bad_schema), 422),
+            (crd(versions=bad_pattern), 422),
+        ]
+        for body, code in cases:
+            r = c.post(crds, json=body)
+            assert r.status_code == code, (body["spec"], r.status_code, r.text[:200])
+            assert r.json()["kind"] == "Status"
+        pods = f"{server}/api/v1/namespaces/{ns}/pods"
+        r = c.post(
+            pods,
+            json={"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": "x"}},
+        )
+        assert r.status_code == 400, r.text[:200]
+        assert _state_digest(sandbox) == before
