@@ -509,3 +509,30 @@ def test_kubernetes_decoding_and_validation_of_tokens_crds_pods(sandbox: Sandbox
         )
         assert r.status_code == 400, r.text[:200]
         assert _state_digest(sandbox) == before
+
+
+def _yaml_bomb(name: str) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    body = "\n".join("  " + line for line in lines)
+    return f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\nbomb:\n{body}\n"
+
+
+def test_yaml_alias_bombs_are_refused(sandbox: Sandbox, unique: str) -> None:
+    """sigs.k8s.io/yaml (go-yaml) refuses a document whose aliases expand excessively ("yaml: document
+    contains excessive aliasing"); PyYAML shares aliased nodes, so the 9^9 expansion stayed hidden until
+    something serialised it. The API server answers 400; Argo CD renders go through the same loader."""
+    with pytest.raises(yaml.YAMLError, match="excessive aliasing"):
+        yamlio.load(_yaml_bomb("x"))
+    assert yamlio.load("a: &x [1, 2]\nb: *x\n") == {"a": [1, 2], "b": [1, 2]}  # ordinary aliases still work
+    client, server = _kube(sandbox, "aks-hardening")
+    with client as c:
+        started = time.monotonic()
+        r = c.post(
+            f"{server}/api/v1/namespaces/default/configmaps",
+            content=_yaml_bomb(f"bomb-{unique}").encode(),
+            headers={"Content-Type": "application/yaml"},
+        )
+        assert r.status_code == 400 and "excessive aliasing" in r.json()["message"], r.text[:200]
+        assert time.monotonic() - started < 5
