@@ -83,6 +83,7 @@ class ArmRequest:
                     "The request content was invalid and could not be deserialized: "
                     "'Cannot deserialize the current JSON value into an object.'",
                 )
+            check_tags(self._body.get("tags"))
         return dict(self._body)
 
     @property
@@ -98,6 +99,44 @@ def _parse_error(exc: Exception) -> str:
     if isinstance(exc, RecursionError):
         return "The reader's MaxDepth has been exceeded."
     return f"{exc.__class__.__name__}: {str(exc)[:120]}"
+
+
+_TAG_NAME_RESERVED = set("<>%&\\?/")
+
+
+def check_tags(tags: Any) -> None:
+    """ARM's tag rules for every tracked resource (learn.microsoft.com azure-resource-manager/management/
+    tag-resources#limitations): at most 50 name/value pairs, names up to 512 and values up to 256
+    characters, names without ``< > % & \\ ? /``; ``tags`` is a map of strings (else the body does not
+    deserialize). ``InvalidTagNameCharacters`` is ARM's code for reserved characters; the codes for the
+    length and count limits are not known here (``InvalidTag``)."""
+    if tags is None:
+        return
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise ArmError(
+            400,
+            "InvalidRequestContent",
+            "The request content was invalid and could not be deserialized: "
+            "'Error converting value to type 'System.Collections.Generic.IDictionary`2[System.String,"
+            "System.String]'. Path 'tags'.'",
+        )
+    if len(tags) > 50:
+        raise ArmError(400, "InvalidTag", f"The resource has {len(tags)} tags; at most 50 are allowed.")
+    for name, value in tags.items():
+        if _TAG_NAME_RESERVED & set(name) or any(ord(ch) < 32 for ch in name):
+            raise ArmError(
+                400,
+                "InvalidTagNameCharacters",
+                f"The tag names '{name[:80]}' have reserved characters '<,>,%,&,\\,?,/' or control "
+                "characters.",
+            )
+        if not name or len(name) > 512 or len(value) > 256:
+            raise ArmError(
+                400,
+                "InvalidTag",
+                f"The tag '{name[:80]}' is invalid: a tag name has 1 to 512 characters and a value at "
+                "most 256.",
+            )
 
 
 def state(ctx: SandboxContext) -> StateFile:

@@ -536,3 +536,54 @@ def test_yaml_alias_bombs_are_refused(sandbox: Sandbox, unique: str) -> None:
         )
         assert r.status_code == 400 and "excessive aliasing" in r.json()["message"], r.text[:200]
         assert time.monotonic() - started < 5
+
+
+def test_arm_tags_follow_the_documented_limits(sandbox: Sandbox, conn: dict[str, Any], unique: str) -> None:
+    """tag-resources#limitations: 50 pairs, names <= 512 and values <= 256 characters, no ``<>%&\\?/`` in
+    names, string values. They were stored as sent (a 100 MB tag value went into state/arm.json)."""
+    group = f"rg-tags-{unique}"
+    base = f"{conn['arm_endpoint']}/subscriptions/{conn['subscription_id']}/resourcegroups/{group}"
+    identity = (
+        f"{conn['arm_endpoint']}/subscriptions/{conn['subscription_id']}/resourceGroups/{group}/providers/"
+        "Microsoft.ManagedIdentity/userAssignedIdentities/id-tags?api-version=2024-11-30"
+    )
+    with _arm(conn) as c:
+        assert (
+            c.put(
+                f"{base}?api-version=2025-04-01", json={"location": "eastus", "tags": {"env": "dev"}}
+            ).status_code
+            == 201
+        )
+        before = _state_digest(sandbox)
+        for tags, code in (
+            ("x", "InvalidRequestContent"),
+            ({"a": 1}, "InvalidRequestContent"),
+            (["x"], "InvalidRequestContent"),
+            ({f"k{i}": "v" for i in range(51)}, "InvalidTag"),
+            ({"a" * 513: "v"}, "InvalidTag"),
+            ({"a": "v" * 257}, "InvalidTag"),
+            ({"a/b": "v"}, "InvalidTagNameCharacters"),
+        ):
+            for url, method in (
+                (f"{base}?api-version=2025-04-01", "PUT"),
+                (f"{base}?api-version=2025-04-01", "PATCH"),
+                (identity, "PUT"),
+            ):
+                r = c.request(
+                    method,
+                    url,
+                    json={"location": "eastus", "tags": tags} if method == "PUT" else {"tags": tags},
+                )
+                assert r.status_code == 400, (
+                    method,
+                    url[-40:],
+                    tags if len(str(tags)) < 80 else "...",
+                    r.text[:200],
+                )
+                assert r.json()["error"]["code"] == code
+        assert _state_digest(sandbox) == before
+        ok = {f"k{i}": "v" * 256 for i in range(50)}
+        assert (
+            c.put(f"{base}?api-version=2025-04-01", json={"location": "eastus", "tags": ok}).status_code
+            == 200
+        )
