@@ -92,6 +92,53 @@ def _key(req: ArmRequest, caps: list[str]) -> str:
     return resource_id(req.subscription_id, caps[1], PROVIDER, "vaults", caps[2]).lower()
 
 
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_BOOLS = (
+    "enabledForDeployment",
+    "enabledForDiskEncryption",
+    "enabledForTemplateDeployment",
+    "enableSoftDelete",
+    "enableRbacAuthorization",
+    "enablePurgeProtection",
+)
+
+
+def _check_types(props: dict[str, Any]) -> None:
+    """JSON types of VaultProperties (azure-specs ``createVault.json`` and the SDK model): booleans,
+    ``tenantId`` a GUID, ``accessPolicies`` a list of entries, ``networkAcls`` an object. A wrong type
+    is ARM's deserialization error."""
+
+    def bad(path: str, target: str) -> ArmError:
+        return ArmError(
+            400,
+            "InvalidRequestContent",
+            "The request content was invalid and could not be deserialized: "
+            f"'Error converting value to type '{target}'. Path '{path}'.'",
+        )
+
+    for key in _BOOLS:
+        if key in props and props[key] is not None and not isinstance(props[key], bool):
+            raise bad(f"properties.{key}", "System.Boolean")
+    if not isinstance(props.get("tenantId"), str) or not _GUID.match(props["tenantId"]):
+        raise bad("properties.tenantId", "System.Guid")
+    days = props.get("softDeleteRetentionInDays")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int)):
+        raise bad("properties.softDeleteRetentionInDays", "System.Int32")
+    if props.get("networkAcls") is not None and not isinstance(props["networkAcls"], dict):
+        raise bad("properties.networkAcls", "NetworkRuleSet")
+    policies = props.get("accessPolicies")
+    if policies is not None and not isinstance(policies, list):
+        raise bad("properties.accessPolicies", "AccessPolicyEntry[]")
+    for i, policy in enumerate(policies or []):
+        if not isinstance(policy, dict):
+            raise bad(f"properties.accessPolicies[{i}]", "AccessPolicyEntry")
+        for key in ("tenantId", "objectId"):
+            if not isinstance(policy.get(key), str):
+                raise bad(f"properties.accessPolicies[{i}].{key}", "System.String")
+        if not isinstance(policy.get("permissions"), dict):
+            raise bad(f"properties.accessPolicies[{i}].permissions", "Permissions")
+
+
 def _validate(body: dict[str, Any]) -> dict[str, Any]:
     check_keys(
         body,
@@ -124,6 +171,7 @@ def _validate(body: dict[str, Any]) -> dict[str, Any]:
             'The property "enablePurgeProtection" cannot be set to false. '
             "Enabling the purge protection for a vault is an irreversible action.",
         )
+    _check_types(props)
     days = props.get("softDeleteRetentionInDays", 90)
     if not isinstance(days, int) or not 7 <= days <= 90:
         raise ArmError(
@@ -317,6 +365,7 @@ def soft_delete(ctx: SandboxContext, data: dict[str, Any], rec: dict[str, Any]) 
     """Move a vault to ``deletedVaults`` (its secrets stay, unreachable, until purge or recover)."""
     now = ctx.clock.now()
     props = rec["properties"]
+    _check_types(props)
     days = props.get("softDeleteRetentionInDays", 90)
     loc = rec["location"]
     sub = ctx.identity.subscription_id

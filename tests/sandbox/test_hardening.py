@@ -587,3 +587,30 @@ def test_arm_tags_follow_the_documented_limits(sandbox: Sandbox, conn: dict[str,
             c.put(f"{base}?api-version=2025-04-01", json={"location": "eastus", "tags": ok}).status_code
             == 200
         )
+
+
+def test_vault_property_types_are_checked(sandbox: Sandbox, conn: dict[str, Any], unique: str) -> None:
+    """VaultProperties' JSON types (createVault.json, the SDK model): each of these was stored as sent
+    (``enableRbacAuthorization: "yes"`` then counted as true)."""
+    group = f"rg-kvtypes-{unique}"
+    base = f"{conn['arm_endpoint']}/subscriptions/{conn['subscription_id']}/resourceGroups/{group}"
+    url = f"{base}/providers/Microsoft.KeyVault/vaults/kvt-{unique}?api-version=2026-05-15"
+    good = {"tenantId": conn["tenant_id"], "sku": {"family": "A", "name": "standard"}}
+    with _arm(conn) as c:
+        assert c.put(f"{base}?api-version=2025-04-01", json={"location": "eastus"}).status_code == 201
+        before = _state_digest(sandbox)
+        for extra in (
+            {"tenantId": 5},
+            {"tenantId": "not-a-guid"},
+            {"enableRbacAuthorization": "yes"},
+            {"enablePurgeProtection": 1},
+            {"softDeleteRetentionInDays": "x"},
+            {"networkAcls": 5},
+            {"accessPolicies": "x"},
+            {"accessPolicies": [5]},
+            {"accessPolicies": [{"tenantId": 1, "objectId": [], "permissions": "x"}]},
+        ):
+            r = c.put(url, json={"location": "eastus", "properties": {**good, **extra}})
+            assert r.status_code == 400, (extra, r.status_code, r.text[:200])
+            assert r.json()["error"]["code"] == "InvalidRequestContent", r.text[:200]
+        assert _state_digest(sandbox) == before
