@@ -205,6 +205,37 @@ def _body(raw: bytes) -> dict[str, Any]:
     return data
 
 
+MAX_SECRET_VALUE = 25 * 1024  # Key Vault service limits: a secret value is at most 25 KB
+
+
+def _check_set_body(body: dict[str, Any]) -> None:
+    """SecretSetParameters' types (azure-specs ``SetSecret-example.json``, the SDK model) and the
+    25 KB value limit (learn.microsoft.com key-vault/general/service-limits). The exact wording Key
+    Vault uses for these is not known here; the code is its ``BadParameter``."""
+    attrs = body.get("attributes")
+    tags = body.get("tags")
+    problem = ""
+    if len(body["value"].encode()) > MAX_SECRET_VALUE:
+        problem = "The secret value exceeds the maximum size of 25 KB."
+    elif body.get("contentType") is not None and not isinstance(body["contentType"], str):
+        problem = "Property 'contentType' must be a string."
+    elif tags is not None and (
+        not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values())
+    ):
+        problem = "Property 'tags' must map names to string values."
+    elif attrs is not None and not isinstance(attrs, dict):
+        problem = "Property 'attributes' must be an object."
+    elif attrs is not None and attrs.get("enabled") is not None and not isinstance(attrs["enabled"], bool):
+        problem = "Property 'attributes.enabled' must be a boolean."
+    elif attrs is not None and any(
+        attrs.get(k) is not None and (isinstance(attrs[k], bool) or not isinstance(attrs[k], int))
+        for k in ("nbf", "exp")
+    ):
+        problem = "Properties 'attributes.nbf' and 'attributes.exp' must be integers (Unix time)."
+    if problem:
+        raise KvError(400, "BadParameter", problem)
+
+
 async def _handle(ctx: SandboxContext, request: Request) -> Response:
     lro.settle_all(ctx)
     vault_name = request.path_params["vault"]
@@ -292,6 +323,7 @@ def _dispatch(vault: _Vault, method: str, rest: list[str], raw: bytes, query: An
                     if not unknown
                     else f"Unknown property in request body: {sorted(unknown)[0]}",
                 )
+            _check_set_body(body)
             attrs = body.get("attributes") or {}
             with st.change() as data:
                 doc = vault.doc(data)

@@ -614,3 +614,45 @@ def test_vault_property_types_are_checked(sandbox: Sandbox, conn: dict[str, Any]
             assert r.status_code == 400, (extra, r.status_code, r.text[:200])
             assert r.json()["error"]["code"] == "InvalidRequestContent", r.text[:200]
         assert _state_digest(sandbox) == before
+
+
+def test_secret_set_body_types_and_size(conn: dict[str, Any], unique: str) -> None:
+    """SecretSetParameters' types and the 25 KB value limit: ``attributes: "x"`` was a 500, and a
+    value of any size was stored."""
+    from azure.mgmt.keyvault import KeyVaultManagementClient
+    from azure.mgmt.resource.resources import ResourceManagementClient
+
+    from sandbox.arm.testing import mgmt_client
+    from tests.sandbox.test_keyvault import OFFICER, grant, vault_body
+
+    group = f"rg-kvset-{unique}"
+    mgmt_client(ResourceManagementClient, conn).resource_groups.create_or_update(
+        group, {"location": "eastus"}
+    )
+    vault = (
+        mgmt_client(KeyVaultManagementClient, conn)
+        .vaults.begin_create_or_update(group, f"kvs-{unique}", vault_body(conn))
+        .result(timeout=30)
+    )
+    grant(conn, vault.id, OFFICER)
+    token = credential(conn).get_token("https://vault.azure.net/.default").token
+    url = f"{vault.properties.vault_uri}secrets/canary?api-version=2026-04-01"
+    with httpx.Client(
+        verify=ssl.create_default_context(cafile=conn["ca_bundle"]),
+        headers={"Authorization": f"Bearer {token}"},
+    ) as c:
+        for body in (
+            {"value": "x" * (25 * 1024 + 1)},
+            {"value": "v", "contentType": 5},
+            {"value": "v", "tags": "x"},
+            {"value": "v", "tags": {"a": 1}},
+            {"value": "v", "attributes": "x"},
+            {"value": "v", "attributes": {"enabled": "yes"}},
+            {"value": "v", "attributes": {"exp": "tomorrow"}},
+        ):
+            r = c.put(url, json=body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter", (
+                str(body)[:80],
+                r.text[:200],
+            )
+        assert c.put(url, json={"value": "x" * (25 * 1024)}).status_code == 200
