@@ -200,6 +200,42 @@ class JournalAndFaults:
             record()
 
 
+MAX_TIME_SCALE = 100.0  # 100 x Azure's pace is already an AKS create of 8 hours
+MAX_OVERRIDE_SECONDS = 86400.0
+
+
+def _settings_body(raw: bytes) -> tuple[float | None, dict[str, float] | None, str | None]:
+    """Validate a ``PUT /_sandbox/settings`` body as a whole before anything changes: a time scale of
+    1e308 used to put an endless sleep in front of every request, a string a 500."""
+
+    def seconds(value: Any, what: str, high: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
+            raise ValueError(f"{what} must be a number from 0 to {high:g}")
+        return float(value)
+
+    try:
+        body = json.loads(raw or b"{}", parse_constant=lambda c: c)  # NaN/Infinity stay strings: refused
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    unknown = set(body) - {"time_scale", "overrides", "caller_role"}
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}; allowed: caller_role, overrides, time_scale")
+    time_scale = seconds(body["time_scale"], "time_scale", MAX_TIME_SCALE) if "time_scale" in body else None
+    overrides = None
+    if "overrides" in body:
+        if not isinstance(body["overrides"], dict):
+            raise ValueError("overrides must map operation names to seconds")
+        overrides = {
+            k: seconds(v, f"overrides[{k!r}]", MAX_OVERRIDE_SECONDS) for k, v in body["overrides"].items()
+        }
+    role = body.get("caller_role")
+    if role is not None and role not in CALLER_ROLES:
+        raise ValueError(f"caller_role must be one of {CALLER_ROLES}")
+    return time_scale, overrides, role
+
+
 def _admin_routes(ctx: SandboxContext) -> list[BaseRoute]:
     def authorized(request: Request) -> bool:
         return request.headers.get("authorization", "") == f"Bearer {ctx.identity.admin_token}"
@@ -210,7 +246,10 @@ def _admin_routes(ctx: SandboxContext) -> list[BaseRoute]:
     async def journal(request: Request) -> Response:
         if not authorized(request):
             return JSONResponse({"error": "admin token required"}, status_code=401)
-        since = int(request.query_params.get("since", "0"))
+        try:
+            since = int(request.query_params.get("since", "0"))
+        except ValueError:
+            return JSONResponse({"error": "since must be an integer (a journal seq)"}, status_code=400)
         writes = request.query_params.get("writes") in ("1", "true")
         entries = ctx.journal.entries(since, service=request.query_params.get("service"), writes_only=writes)
         return JSONResponse({"last_seq": ctx.journal.last_seq, "entries": [e.__dict__ for e in entries]})
@@ -233,17 +272,16 @@ def _admin_routes(ctx: SandboxContext) -> list[BaseRoute]:
         if not authorized(request):
             return JSONResponse({"error": "admin token required"}, status_code=401)
         if request.method == "PUT":
-            body = await request.json()
-            if "time_scale" in body:
-                ctx.clock.time_scale = float(body["time_scale"])
-            if "overrides" in body:
-                ctx.clock.overrides = {str(k): float(v) for k, v in body["overrides"].items()}
-            if "caller_role" in body:
-                if body["caller_role"] not in CALLER_ROLES:
-                    return JSONResponse(
-                        {"error": f"caller_role must be one of {CALLER_ROLES}"}, status_code=400
-                    )
-                ctx.settings.caller_role = body["caller_role"]
+            try:
+                time_scale, overrides, role = _settings_body(await request.body())
+            except ValueError as exc:  # nothing changes on a bad body
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            if time_scale is not None:
+                ctx.clock.time_scale = time_scale
+            if overrides is not None:
+                ctx.clock.overrides = overrides
+            if role is not None:
+                ctx.settings.caller_role = role
         return JSONResponse(
             {
                 "time_scale": ctx.clock.time_scale,

@@ -656,3 +656,39 @@ def test_secret_set_body_types_and_size(conn: dict[str, Any], unique: str) -> No
                 r.text[:200],
             )
         assert c.put(url, json={"value": "x" * (25 * 1024)}).status_code == 200
+
+
+def test_admin_settings_and_journal_refuse_bad_input(fresh_sandbox: Sandbox) -> None:
+    """The admin API is the sandbox's own: a bad body is a 400 and changes nothing. ``time_scale: 1e308``
+    used to put an endless sleep in front of every later request; strings, NaN and non-objects were 500s."""
+    conn = fresh_sandbox.connection
+    settings = f"{conn['admin_endpoint'].rstrip('/')}/_sandbox/settings"
+    if conn["admin_endpoint"].rstrip("/").endswith("/_sandbox"):
+        settings = f"{conn['admin_endpoint'].rstrip('/')}/settings"
+    with httpx.Client(
+        verify=ssl.create_default_context(cafile=conn["ca_bundle"]),
+        headers={"Authorization": f"Bearer {conn['admin_token']}"},
+        timeout=20,
+    ) as c:
+        before = c.get(settings).json()
+        for raw in (
+            b'{"time_scale": "fast"}',
+            b'{"time_scale": -1}',
+            b'{"time_scale": 1e308}',
+            b'{"time_scale": NaN}',
+            b'{"overrides": "x"}',
+            b'{"overrides": {"vault.create": -5}}',
+            b'{"time_scale": 0.5, "overrides": {"vault.create": "x"}}',
+            b'{"caller_role": "God"}',
+            b'{"bogus": 1}',
+            b"[",
+            b"[1]",
+        ):
+            r = c.put(settings, content=raw, headers={"Content-Type": "application/json"})
+            assert r.status_code == 400, (raw, r.status_code, r.text[:200])
+        assert c.get(settings).json() == before
+        journal = settings.replace("/settings", "/journal")
+        assert c.get(f"{journal}?since=abc").status_code == 400
+        assert c.get(f"{journal}?since=-5").status_code == 200
+        ok = c.put(settings, json={"overrides": {"pod.start": 0.2}})
+        assert ok.status_code == 200 and ok.json()["overrides"] == {"pod.start": 0.2}
