@@ -330,6 +330,8 @@ class Sandbox:
         faults_file: Path | None = None,
         port: int | None = None,
     ) -> None:
+        if isinstance(time_scale, bool) or not 0 <= time_scale <= MAX_TIME_SCALE:  # NaN fails too
+            raise ValueError(f"time_scale must be a number from 0 to {MAX_TIME_SCALE:g}, got {time_scale!r}")
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         identity = Identity.load_or_create(self.state_dir / "identity.json")

@@ -692,3 +692,12 @@ def test_admin_settings_and_journal_refuse_bad_input(fresh_sandbox: Sandbox) -> 
         assert c.get(f"{journal}?since=-5").status_code == 200
         ok = c.put(settings, json={"overrides": {"pod.start": 0.2}})
         assert ok.status_code == 200 and ok.json()["overrides"] == {"pod.start": 0.2}
+
+
+@pytest.mark.parametrize("scale", [-1.0, float("nan"), float("inf"), 1e308])
+def test_sandbox_refuses_a_time_scale_it_cannot_run(tmp_path: Path, scale: float) -> None:
+    """``serve --time-scale`` goes here: the same bounds as the settings API, checked before anything
+    is created (1e308 made every request sleep forever)."""
+    with pytest.raises(ValueError, match="time_scale"):
+        Sandbox(tmp_path / "sb", time_scale=scale)
+    assert not (tmp_path / "sb").exists()
