@@ -179,8 +179,9 @@ def missing_fields(creds: AzureCredentials | dict[str, Any]) -> list[str]:
         for field in ("tenant_id", "client_id"):
             if not get(field):
                 problems.append(f"{field} is missing (needed with {way})")
-    elif get("tenant_id") and get("client_id"):
-        problems.append("tenant_id and client_id are set but neither client_secret nor federated_token_file")
+    elif get("tenant_id") or get("client_id"):
+        given = " and ".join(f for f in ("tenant_id", "client_id") if get(f))
+        problems.append(f"{given} set but neither client_secret nor federated_token_file")
     for field in ("arm_endpoint", "authority_host"):
         value = get(field)
         if value is not None and not str(value).startswith("https://"):

@@ -136,16 +136,32 @@ def _env_names(problem: str) -> str:
 
 @contextlib.contextmanager
 def azure_target(block_name: str = AZURE_BLOCK) -> Iterator[Target]:
-    """Real Azure from a saved block, or from ``AZURE_*`` variables (saved as that block)."""
+    """Real Azure from ``AZURE_*`` variables when any is set, else from the saved block.
+
+    Variables win and are checked as a whole before anything runs; they are saved under their own
+    block (``<block_name>-env``, rewritten every time) so a half-set environment never lingers in the
+    block the user saved themselves.
+    """
+    if any(os.environ.get(var) for var in AZURE_ENV.values()):
+        creds = azure_credentials_from_env()
+        env_block = f"{block_name}-env"
+        creds.save(env_block, overwrite=True)
+        how = f"Azure, with {creds.mode.replace('_', ' ')} credentials from the environment"
+        yield Target(
+            kind="azure", credentials_block=env_block, description=how, generate_missing_secrets=False
+        )
+        return
     try:
-        AzureCredentials.load(block_name)
-        how = f"Azure, with the credentials in block {block_name!r}"
+        saved = AzureCredentials.load(block_name)
     except ValueError as exc:
         if "Unable to find block document" not in str(exc) and "not found" not in str(exc).lower():
             raise TargetError(f"block {block_name!r} cannot be used: {exc}") from None
-        creds = azure_credentials_from_env()
-        creds.save(block_name, overwrite=True)
-        how = f"Azure, with {creds.mode.replace('_', ' ')} credentials from the environment"
+        azure_credentials_from_env()  # raises, naming what is missing
+        raise
+    problems = missing_fields(saved)  # type: ignore[arg-type]
+    if problems:
+        raise TargetError(f"block {block_name!r} cannot be used: {'; '.join(problems)}")
+    how = f"Azure, with the credentials in block {block_name!r}"
     yield Target(kind="azure", credentials_block=block_name, description=how, generate_missing_secrets=False)
 
 

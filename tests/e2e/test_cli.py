@@ -54,6 +54,27 @@ def test_up_with_a_partial_service_principal_names_the_missing_variables(
     assert "not-a-real-secret" not in result.output
 
 
+def test_a_half_set_environment_neither_runs_nor_sticks(
+    prefect_harness: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AZURE_SUBSCRIPTION_ID + AZURE_CLIENT_ID alone is refused before any flow runs, and nothing is
+    saved that a later ``--target azure`` would pick up silently."""
+    from blocks.credentials import AzureCredentials
+
+    for var in AZURE_ENV.values():
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "11111111-1111-1111-1111-111111111111")
+    result = CliRunner().invoke(app, ["up", "--target", "azure"])
+    assert result.exit_code == 2, result.output
+    assert (
+        "AZURE_CLIENT_ID set but neither AZURE_CLIENT_SECRET nor AZURE_FEDERATED_TOKEN_FILE" in result.output
+    )
+    for name in ("keyless-gitops-azure", "keyless-gitops-azure-env"):
+        with pytest.raises(ValueError):
+            AzureCredentials.load(name)
+
+
 def test_up_starts_the_sandbox_then_attaches_and_changes_nothing(
     prefect_harness: Path, tmp_path: Path
 ) -> None:

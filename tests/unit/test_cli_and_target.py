@@ -54,6 +54,15 @@ def test_load_spec_refuses_invalid_specs_before_any_call(tmp_path: Path) -> None
             {"AZURE_SUBSCRIPTION_ID": "s", "AZURE_FEDERATED_TOKEN_FILE": "/t", "AZURE_TENANT_ID": "t"},
             ["AZURE_CLIENT_ID"],
         ),
+        # a half-set service principal is not the default chain (found by trying it as a new user)
+        (
+            {"AZURE_SUBSCRIPTION_ID": "s", "AZURE_CLIENT_ID": "c"},
+            ["AZURE_CLIENT_ID set but neither AZURE_CLIENT_SECRET nor AZURE_FEDERATED_TOKEN_FILE"],
+        ),
+        (
+            {"AZURE_SUBSCRIPTION_ID": "s", "AZURE_TENANT_ID": "t"},
+            ["AZURE_TENANT_ID set but neither AZURE_CLIENT_SECRET nor AZURE_FEDERATED_TOKEN_FILE"],
+        ),
     ],
 )
 def test_azure_from_env_names_what_is_missing(environ: dict[str, str], missing: list[str]) -> None:
