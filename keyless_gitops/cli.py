@@ -12,7 +12,14 @@ import typer
 if TYPE_CHECKING:
     from keyless_gitops.spec import EnvironmentSpec
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help=(
+        "Provision (up), validate (check) and tear down (down) a keyless GitOps stack on Azure "
+        "or on the local sandbox."
+    ),
+)
 sandbox_app = typer.Typer(no_args_is_help=True, help="Run the local Azure + AKS sandbox.")
 app.add_typer(sandbox_app, name="sandbox")
 
@@ -52,7 +59,7 @@ def sandbox_serve(
 
 # -- up / kubeconfig (the provision path) ---------------------------------------------------------
 
-TARGET_HELP = "Where to provision: the local sandbox (default) or Azure (needs credentials)."
+TARGET_HELP = "Where the environment lives: the local sandbox (default) or Azure (needs credentials)."
 SPEC_HELP = "A YAML environment spec (or a deployments/ENV.yaml); overrides --env's built-in values."
 
 
@@ -185,6 +192,8 @@ def kubeconfig(
 ) -> None:
     """Write the cluster's kubeconfig for kubectl (a credential: mode 0600, never printed)."""
     _prefect_defaults(state_dir)
+    from azure.core.exceptions import ResourceNotFoundError
+
     from keyless_gitops.target import TargetError, open_target
     from tasks.aks import get_kubeconfig
     from tasks.common import load_credentials
@@ -196,7 +205,15 @@ def kubeconfig(
         with open_target(_target_kind(target), state_dir=state_dir) as tgt:
             creds = load_credentials(tgt.credentials_block)
             spec = base_spec.for_subscription(creds.subscription_id)
-            data = get_kubeconfig(creds, spec.names)
+            try:
+                data = get_kubeconfig(creds, spec.names)
+            except ResourceNotFoundError:
+                typer.echo(
+                    f"error: environment {env!r} has no cluster {spec.names.cluster} in resource group "
+                    f"{spec.names.resource_group}: run `keyless-gitops up --env {env}` first",
+                    err=True,
+                )
+                raise typer.Exit(1) from None
             attached = "attached" in tgt.description
     except TargetError as exc:
         typer.echo(f"error: {exc}", err=True)

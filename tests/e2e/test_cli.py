@@ -125,3 +125,13 @@ def test_up_starts_the_sandbox_then_attaches_and_changes_nothing(
         )
         assert json.loads(sa.stdout)["metadata"]["labels"]["azure.workload.identity/use"] == "true"
     assert (state / "journal.jsonl").exists()
+
+
+def test_kubeconfig_of_an_environment_never_provisioned_says_run_up(
+    prefect_harness: Path, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(app, ["kubeconfig", "--env", "nosuch", "--state-dir", str(tmp_path / "sb")])
+    assert result.exit_code == 1
+    assert "run `keyless-gitops up --env nosuch` first" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "kubeconfig-nosuch").exists()
