@@ -9,6 +9,7 @@ background work in ``ctx.on_startup`` / ``ctx.on_shutdown`` (async callables run
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -49,8 +50,9 @@ class Identity:
             admin_token=secrets.token_urlsafe(24),
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(ident.__dict__, indent=1))
-        path.chmod(0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the client secret
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(ident.__dict__, indent=1))
         return ident
 
 

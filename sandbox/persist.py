@@ -36,5 +36,8 @@ class StateFile:
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self._data, separators=(",", ":")))
+        # 0600: a vault's state holds its secret values, as Key Vault's own storage does.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self._data, separators=(",", ":")))
         os.replace(tmp, self.path)

@@ -160,3 +160,11 @@ def test_state_survives_restart(tmp_path: Any) -> None:
         assert second.port == port
         assert second.ctx.tls.ca_bundle.read_bytes() == ca
         assert second.ctx.state("demo").read() == {"k": "v"}
+
+
+def test_files_holding_credentials_or_secret_values_are_private(tmp_path: Any) -> None:
+    """identity.json holds the pipeline's client secret and state/*.json a vault's secret values."""
+    with Sandbox(tmp_path) as sb, sb.ctx.state("demo").change() as data:
+        data["k"] = "v"
+    for path in [tmp_path / "identity.json", *(tmp_path / "state").glob("*.json")]:
+        assert path.stat().st_mode & 0o077 == 0, path
