@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -127,8 +128,23 @@ def up(
             f"created Prefect Secret blocks {', '.join(generated)} with generated values "
             "(sandbox); set your own values in those blocks and run up again to rotate them"
         )
-    typer.echo(f"kubectl access: keyless-gitops kubeconfig --env {env} --target {target}")
+    if target == "sandbox":
+        typer.echo(
+            f"kubectl access: keep the sandbox up with `{_bin('keyless-gitops')} sandbox serve &`, then "
+            f"`{_bin('keyless-gitops')} kubeconfig --env {env}` and `{_bin('kubectl')} --kubeconfig ...`"
+        )
+    else:
+        typer.echo(f"kubectl access: {_bin('keyless-gitops')} kubeconfig --env {env} --target {target}")
     _how_to_open(run_id)
+
+
+def _bin(name: str) -> str:
+    """How to call a program of this installation (``.venv/bin/NAME``: it is not on PATH by default)."""
+    path = Path(sys.executable).parent / name
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _load_spec(env: str, spec_file: Path | None) -> EnvironmentSpec:
@@ -175,8 +191,9 @@ def _target_kind(target: str) -> Literal["sandbox", "azure"]:
 
 def _how_to_open(run_id: object) -> None:
     typer.echo(
-        f"artifacts (step table + summary) are in flow run {run_id}: run `prefect server start` and open "
-        f"http://127.0.0.1:4200/runs/flow-run/{run_id} (or: prefect artifact ls)"
+        f"artifacts (step table + summary) are in flow run {run_id}: run "
+        f"`{_bin('prefect')} server start` and open http://127.0.0.1:4200/runs/flow-run/{run_id} "
+        f"(or: {_bin('prefect')} artifact ls)"
     )
 
 
@@ -219,7 +236,7 @@ def kubeconfig(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     write_private(path, data)
-    typer.echo(f"wrote {path} (mode 0600): kubectl --kubeconfig {path} get pods -A")
+    typer.echo(f"wrote {path} (mode 0600): {_bin('kubectl')} --kubeconfig {path} get pods -A")
     if target == "sandbox" and not attached:
         typer.echo("the sandbox is not running now: start it with `keyless-gitops sandbox serve` for kubectl")
 
