@@ -48,8 +48,8 @@ def sandbox_serve(
     """
     from sandbox.server import Sandbox
 
-    if time_scale < 0:
-        raise typer.BadParameter("must be >= 0", param_hint="--time-scale")
+    if not 0 <= time_scale <= 100:  # also refuses NaN
+        raise typer.BadParameter("must be between 0 (instant) and 100", param_hint="--time-scale")
     if faults is not None and not faults.is_file():
         raise typer.BadParameter(f"{faults} is not a file", param_hint="--faults")
     sb = Sandbox(state_dir, time_scale=time_scale, faults_file=faults, port=port)
