@@ -14,13 +14,19 @@ Register with ``prefect block register -m blocks.credentials``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
 import jwt
 from azure.core.credentials import TokenCredential
-from azure.identity import ClientSecretCredential, DefaultAzureCredential, WorkloadIdentityCredential
+from azure.identity import (
+    ClientAssertionCredential,
+    ClientSecretCredential,
+    DefaultAzureCredential,
+    WorkloadIdentityCredential,
+)
 from azure.keyvault.secrets import SecretClient
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
@@ -119,6 +125,16 @@ class AzureCredentials(Block):
                 **kwargs,
             )
         return DefaultAzureCredential(**kwargs)
+
+    def workload_credential(
+        self, tenant_id: str, client_id: str, assertion: Callable[[], str]
+    ) -> ClientAssertionCredential:
+        """The credential a workload-identity pod uses: a federated ``client_assertion`` (its
+        ServiceAccount token) for ``client_id``, at this block's authority (validation's live probe)."""
+        kwargs: dict[str, Any] = {"authority": self.authority_host, **self._verify}
+        if self.disable_instance_discovery:
+            kwargs["disable_instance_discovery"] = True
+        return ClientAssertionCredential(tenant_id, client_id, assertion, **kwargs)
 
     # -- the one client factory -----------------------------------------------------------------
     def get_client(self, client_type: type[C], credential: TokenCredential | None = None) -> C:

@@ -634,6 +634,7 @@ def _kubernetes(
         Step.SAMPLE_APP,
     )
     _proofs(spec, names, obs, out)
+    _live_chain(spec, names, obs, out)
 
 
 def _proofs(spec: EnvironmentSpec, names: Names, obs: Observation, out: _Rows) -> None:
@@ -683,6 +684,70 @@ def _proofs(spec: EnvironmentSpec, names: Names, obs: Observation, out: _Rows) -
             "rotation, or a broken link above); a restart of the sample app re-mounts it",
             Step.SAMPLE_APP,
         )
+
+
+# Where a live exchange broke -> (layer, hint, the step that re-establishes that link).
+_LIVE_CHAIN_BREAKS: tuple[tuple[str, Layer, str, Step | None], ...] = (
+    (
+        "AADSTS70021",
+        Layer.ENTRA,
+        "Entra found no federated credential matching the ServiceAccount token's issuer, subject and "
+        "audience (see the federated credential rows; a credential created a minute ago may still be "
+        "propagating, P6)",
+        Step.FEDERATED_CREDENTIALS,
+    ),
+    (
+        "AADSTS700016",
+        Layer.ENTRA,
+        "the client id the ServiceAccount is annotated with is not a known identity in the tenant",
+        Step.WORKLOAD,
+    ),
+    (
+        "Kubernetes",
+        Layer.KUBERNETES,
+        "the sample app's ServiceAccount cannot take part in workload identity (missing, or no client-id "
+        "annotation)",
+        Step.WORKLOAD,
+    ),
+    (
+        "Key Vault",
+        Layer.AZURE,
+        "Entra issued the token but Key Vault refused the read: the identity lacks Key Vault Secrets User on "
+        "the vault, or the vault is not in RBAC mode",
+        Step.ROLE_ASSIGNMENT,
+    ),
+)
+
+
+def _live_chain(spec: EnvironmentSpec, names: Names, obs: Observation, out: _Rows) -> None:
+    """The chain walked now (TokenRequest -> Entra exchange -> Key Vault read), not as last mounted."""
+    live = obs.live_chain
+    if live is None:
+        return  # the vault, its secrets or the cluster could not be read: their rows say so
+    expected = "token exchange and read succeed; sha256 = vault"
+    res = f"{spec.sample_app.namespace}/{spec.sample_app.service_account} -> Entra -> {names.key_vault}"
+    if live.error is None:
+        differ = sorted(name for name, same in live.matches.items() if not same)
+        actual = expected if not differ else f"read {', '.join(differ)} differs from the vault (sha256)"
+        out.eq(
+            "e2e.live-chain",
+            Layer.ENTRA,
+            res,
+            expected,
+            actual,
+            Severity.CRITICAL,
+            "the value read through the chain is not the vault's current value",
+            None,
+        )
+        return
+    layer, hint, step = Layer.ENTRA, f"the keyless chain broke at: {live.error}", None
+    for marker, where, why, fix in _LIVE_CHAIN_BREAKS:
+        if marker in live.error:
+            layer, hint, step = where, f"{live.error}: {why}", fix
+            break
+    if step is Step.ROLE_ASSIGNMENT and obs.vault is not None and not obs.vault.rbac_authorization:
+        step = Step.KEY_VAULT
+    out.eq("e2e.live-chain", layer, res, expected, live.error, Severity.CRITICAL, hint, step)
 
 
 # -- Argo CD --------------------------------------------------------------------------------------

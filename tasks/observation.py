@@ -119,6 +119,20 @@ class ProofObs:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LiveChainObs:
+    """A fresh token exchange, now, as the sample app's ServiceAccount: TokenRequest -> Entra
+    ``client_assertion`` with the annotated client id -> Key Vault read. Values stay in the observer."""
+
+    client_id: str | None  # the ServiceAccount's azure.workload.identity/client-id annotation
+    error: (
+        str | None
+    )  # where and why the chain broke: e.g. "Entra AADSTS70021", "Key Vault 403 ForbiddenByRbac"
+    matches: dict[
+        str, bool
+    ]  # secret -> sha256(read through the chain) == sha256(vault, read by the pipeline)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApplicationObs:
     sync_status: str | None
     health_status: str | None
@@ -145,6 +159,7 @@ class Observation:
     secret_provider_class: SecretProviderClassObs | None = None
     mounts: tuple[MountObs, ...] = ()
     proofs: dict[str, ProofObs] = field(default_factory=dict)
+    live_chain: LiveChainObs | None = None
     application: ApplicationObs | None = None
     # area -> a short reason it could not be read (exception type + status, never a body)
     errors: dict[str, str] = field(default_factory=dict)

@@ -2,12 +2,15 @@
 
 Every read goes through the credentials block's client factory (the real SDKs and the real
 ``kubernetes`` client, against Azure or the sandbox alike). The only POSTs are read-only by
-definition (token grants, ``listClusterUserCredential``); tests assert the sandbox journal shows
+definition (token grants, ``listClusterUserCredential``, TokenRequest); tests assert the sandbox journal shows
 no write during validation.
 
-The end-to-end proof reads the vault's current value and the synced Kubernetes Secret's value,
-hashes both with SHA-256 **in this function** and keeps only whether they match; neither values
-nor hashes leave it (no return value, log line, exception text or artifact carries them).
+Two end-to-end proofs, both comparing SHA-256 hashes **in this module** and keeping only whether
+they match (no return value, log line, exception text or artifact carries values or hashes):
+the synced Kubernetes Secret against the vault's current value (the chain held at the last mount),
+and a live walk of the chain as the app's ServiceAccount — TokenRequest (a short-lived token, not
+stored; read-only like a token grant), Entra ``client_assertion`` exchange, Key Vault read — which
+proves it holds now and names the link where it breaks (``_live_chain``).
 """
 
 from __future__ import annotations
@@ -15,11 +18,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import yaml
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.keyvault import KeyVaultManagementClient
@@ -44,6 +53,7 @@ from tasks.observation import (
     ExtensionObs,
     FederatedCredentialObs,
     IdentityObs,
+    LiveChainObs,
     MountObs,
     Observation,
     PodObs,
@@ -238,6 +248,8 @@ def observe(spec: EnvironmentSpec, creds: AzureCredentials) -> tuple[Observation
     if cluster_obs is not None and cluster_obs.provisioning_state == "Succeeded":
         try:
             _observe_cluster(spec, names, creds, vault_hashes, secrets, obs)
+            if vault_uri and vault_hashes:
+                obs["live_chain"] = _live_chain(spec, names, creds, tenant_id, vault_uri, vault_hashes, obs)
         except _READ_ERRORS as exc:
             r.errors["kubernetes"] = _why(exc)
     elif cluster is not None:
@@ -245,6 +257,77 @@ def observe(spec: EnvironmentSpec, creds: AzureCredentials) -> tuple[Observation
     if "secrets" in r.errors:
         r.errors["proof"] = r.errors["secrets"]
     return Observation(**obs, errors=dict(r.errors)), tenant_id
+
+
+WORKLOAD_AUDIENCE = "api://AzureADTokenExchange"
+CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
+_AADSTS = re.compile(r"AADSTS\d+")
+
+
+def _live_chain(
+    spec: EnvironmentSpec,
+    names: Names,
+    creds: AzureCredentials,
+    tenant_id: str,
+    vault_uri: str,
+    vault_hashes: dict[str, bytes],
+    obs: dict[str, Any],
+) -> LiveChainObs:
+    """Walk the keyless chain now, as the sample app would: a ServiceAccount token from the cluster
+    (TokenRequest: nothing is stored), exchanged at Entra for the client id the ServiceAccount is
+    annotated with, then each seeded secret read from Key Vault with that token and compared by
+    SHA-256 with what the pipeline reads. The mounted copy proves the chain held at the last mount;
+    this proves it holds now. Values and hashes never leave this function."""
+    app = spec.sample_app
+    sa: ServiceAccountObs | None = (obs.get("service_accounts") or {}).get(
+        f"{app.namespace}/{app.service_account}"
+    )
+    client_id = sa.annotations.get(CLIENT_ID_ANNOTATION) if sa else None
+    if sa is None:
+        return LiveChainObs(client_id=None, error="Kubernetes: ServiceAccount missing", matches={})
+    if not client_id:
+        return LiveChainObs(
+            client_id=None, error=f"Kubernetes: no {CLIENT_ID_ANNOTATION} annotation", matches={}
+        )
+    api = kubernetes_api(creds, names)
+    with api:
+        request = k8s.AuthenticationV1TokenRequest(
+            spec=k8s.V1TokenRequestSpec(audiences=[WORKLOAD_AUDIENCE], expiration_seconds=600)
+        )
+        try:
+            granted = k8s.CoreV1Api(api).create_namespaced_service_account_token(
+                app.service_account, app.namespace, request
+            )
+        except ApiException as exc:
+            return LiveChainObs(
+                client_id=client_id, error=f"Kubernetes TokenRequest {exc.status}", matches={}
+            )
+    if granted.status is None or not granted.status.token:
+        return LiveChainObs(
+            client_id=client_id, error="Kubernetes TokenRequest returned no token", matches={}
+        )
+    token = str(granted.status.token)
+    reader = creds.get_secret_client(
+        vault_uri, creds.workload_credential(tenant_id, client_id, lambda: token)
+    )
+    matches: dict[str, bool] = {}
+    try:
+        for name, expected in vault_hashes.items():
+            value = reader.get_secret(name).value or ""
+            matches[name] = hmac.compare_digest(_sha256(value.encode()), expected)
+            del value
+    except ClientAuthenticationError as exc:
+        code = _AADSTS.search(str(exc))
+        return LiveChainObs(
+            client_id=client_id, error=f"Entra {code.group(0) if code else type(exc).__name__}", matches={}
+        )
+    except HttpResponseError as exc:
+        inner = getattr(exc.error, "innererror", None) or {}
+        detail = f" ({inner['code']})" if isinstance(inner, dict) and inner.get("code") else ""
+        return LiveChainObs(
+            client_id=client_id, error=f"Key Vault {_why(exc).split(' ', 1)[1]}{detail}", matches={}
+        )
+    return LiveChainObs(client_id=client_id, error=None, matches=matches)
 
 
 def _cluster(c: dict[str, Any]) -> ClusterObs:

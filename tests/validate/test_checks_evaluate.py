@@ -19,6 +19,7 @@ from tasks.observation import (
     ExtensionObs,
     FederatedCredentialObs,
     IdentityObs,
+    LiveChainObs,
     MountObs,
     Observation,
     PodObs,
@@ -101,6 +102,7 @@ def healthy() -> Observation:
             s: ProofObs(vault_version="v1", mounted_versions=("v1",), synced_matches_vault=True)
             for s in SPEC.secrets
         },
+        live_chain=LiveChainObs(client_id=CLIENT_ID, error=None, matches=dict.fromkeys(SPEC.secrets, True)),
         application=ApplicationObs(
             sync_status="Synced",
             health_status="Healthy",
@@ -376,3 +378,36 @@ def test_vault_rbac_off_names_one_link_instead_of_failing_every_secret_read() ->
 def test_secret_rows_show_names_and_versions_only() -> None:
     rows = {r.check: r for r in rows_of(healthy())}
     assert rows["azure.key-vault.secret/api-key"].resource.endswith("api-key (version v1)")
+
+
+@pytest.mark.parametrize(
+    ("error", "layer", "step", "word"),
+    [
+        ("Entra AADSTS70021", Layer.ENTRA, Step.FEDERATED_CREDENTIALS, "no federated credential matching"),
+        ("Entra AADSTS700016", Layer.ENTRA, Step.WORKLOAD, "not a known identity"),
+        (
+            "Kubernetes: no azure.workload.identity/client-id annotation",
+            Layer.KUBERNETES,
+            Step.WORKLOAD,
+            "annotation",
+        ),
+        ("Key Vault 403 Forbidden (ForbiddenByRbac)", Layer.AZURE, Step.ROLE_ASSIGNMENT, "Secrets User"),
+        ("Entra AADSTS50166", Layer.ENTRA, None, "AADSTS50166"),
+    ],
+)
+def test_a_broken_live_chain_names_the_link_and_the_step(
+    error: str, layer: Layer, step: Step | None, word: str
+) -> None:
+    obs = dataclasses.replace(
+        healthy(), live_chain=LiveChainObs(client_id=CLIENT_ID, error=error, matches={})
+    )
+    row = problems(obs)["e2e.live-chain"]
+    assert (row.status, row.layer, row.severity, row.step) == (Status.DRIFT, layer, Severity.CRITICAL, step)
+    assert word in row.hint and error in row.actual
+
+
+def test_a_live_read_that_differs_from_the_vault_is_drift() -> None:
+    obs = dataclasses.replace(
+        healthy(), live_chain=LiveChainObs(client_id=CLIENT_ID, error=None, matches={"api-key": False})
+    )
+    assert "api-key differs" in problems(obs)["e2e.live-chain"].actual

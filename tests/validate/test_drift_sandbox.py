@@ -97,10 +97,16 @@ def assert_drift_then_fixed(
     step: Step,
     *,
     hint_words: tuple[str, ...] = (),
+    live_chain: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``live_chain``: (layer, word of the hint) the fresh token exchange must report for this break."""
     doc = env.validate()
     bad = problems(doc)
     assert check in bad, sorted(bad)
+    if live_chain is not None:
+        live = bad["e2e.live-chain"]
+        assert (live["status"], live["layer"]) == ("drift", live_chain[0]), live
+        assert live_chain[1] in live["hint"], live["hint"]
     row = bad[check]
     assert (row["status"], row["layer"], row["severity"], row["step"]) == (
         "drift",
@@ -123,7 +129,13 @@ def test_federated_credential_deleted(env: Env) -> None:
         env.names.resource_group, env.names.identity, fic
     )
     fixed = assert_drift_then_fixed(
-        env, f"entra.fic/{fic}", "Entra", "critical", Step.FEDERATED_CREDENTIALS, hint_words=("AADSTS70021",)
+        env,
+        f"entra.fic/{fic}",
+        "Entra",
+        "critical",
+        Step.FEDERATED_CREDENTIALS,
+        hint_words=("AADSTS70021",),
+        live_chain=("Entra", "AADSTS70021"),
     )
     # only the steps behind the drift (and their inputs) ran; e.g. not the extension or the Application
     ran = {c["step"] for c in fixed["remediation"]["changes"]}
@@ -165,7 +177,14 @@ def test_federated_credential_subject_changed(env: Env) -> None:
             }
         },
     )
-    assert_drift_then_fixed(env, f"entra.fic.subject/{fic}", "Entra", "critical", Step.FEDERATED_CREDENTIALS)
+    assert_drift_then_fixed(
+        env,
+        f"entra.fic.subject/{fic}",
+        "Entra",
+        "critical",
+        Step.FEDERATED_CREDENTIALS,
+        live_chain=("Entra", "AADSTS70021"),
+    )
 
 
 def test_service_account_annotation_removed(env: Env) -> None:
@@ -184,6 +203,7 @@ def test_service_account_annotation_removed(env: Env) -> None:
         "Kubernetes",
         "critical",
         Step.WORKLOAD,
+        live_chain=("Kubernetes", "client-id annotation"),
     )
 
 
@@ -215,7 +235,14 @@ def _secrets_user_assignment(env: Env) -> Any:
 def test_role_assignment_deleted(env: Env) -> None:
     ra = _secrets_user_assignment(env)
     env.client(AuthorizationManagementClient).role_assignments.delete_by_id(ra.id)
-    assert_drift_then_fixed(env, "azure.role.secrets-user", "Azure", "critical", Step.ROLE_ASSIGNMENT)
+    assert_drift_then_fixed(
+        env,
+        "azure.role.secrets-user",
+        "Azure",
+        "critical",
+        Step.ROLE_ASSIGNMENT,
+        live_chain=("Azure", "ForbiddenByRbac"),
+    )
 
 
 def test_broader_role_is_reported_not_removed(env: Env) -> None:

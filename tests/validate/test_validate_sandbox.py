@@ -54,6 +54,7 @@ def test_fresh_provision_passes_every_row_and_validation_writes_nothing(
         "argocd.application.sync",
         "argocd.application.health",
         "argocd.application.revision",
+        "e2e.live-chain",
     ):
         assert must in checks
     assert {r["layer"] for r in doc["rows"]} == {"Azure", "Entra", "Kubernetes", "Argo CD"}
