@@ -50,9 +50,22 @@ def publish(report: Report, *, stage: str = "") -> None:
         description=f"Validation summary of {report.environment}{label}",
     )
     emit_event(**event_for(report))
+    # The run log carries what needs attention; every row is in the table artifact (and printed by
+    # the CLI), so a clean run is one line here rather than fifty.
     logger = log()
     for line in report.lines():
-        (logger.info if line.startswith("ok") else logger.warning)("%s", line)
+        if not line.startswith("ok"):
+            logger.warning("%s", line)
+    c = report.counts
+    logger.info(
+        "validation of %s%s: %s pass, %s drift, %s fail (every row: artifact %s)",
+        report.environment,
+        label,
+        c["pass"],
+        c["drift"],
+        c["fail"],
+        report.table_key,
+    )
 
 
 @flow(name="validate", log_prints=False)
