@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,8 @@ def read_connection(state_dir: Path) -> dict[str, Any] | None:
 
 def sandbox_is_up(conn: dict[str, Any]) -> bool:
     try:
-        resp = httpx.get(f"{conn['admin_endpoint']}/health", verify=conn["ca_bundle"], timeout=3.0)
+        tls = ssl.create_default_context(cafile=conn["ca_bundle"])
+        resp = httpx.get(f"{conn['admin_endpoint']}/health", verify=tls, timeout=3.0)
     except (httpx.HTTPError, OSError, KeyError):
         return False
     return resp.status_code == 200 and resp.json().get("tenant_id") == conn.get("tenant_id")
