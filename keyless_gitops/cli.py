@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -88,8 +87,6 @@ def up(
     spec = _load_spec(env, spec_file)
     env = spec.environment
     from flows.provision import ProvisionResult, provision, summary_rows
-
-    _quiet_thread_timeout_warnings()
     from keyless_gitops.target import TargetError, open_target
 
     try:
@@ -160,27 +157,16 @@ def _load_spec(env: str, spec_file: Path | None) -> EnvironmentSpec:
             return preset(env)
         doc = yaml.safe_load(spec_file.read_text()) or {}
         return EnvironmentSpec.model_validate(doc.get("spec", doc) if isinstance(doc, dict) else doc)
-    except (ValidationError, OSError, yaml.YAMLError) as exc:
-        typer.echo(f"error: the environment spec is not valid:\n{exc}", err=True)
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors(include_url=False)
+        )
+        typer.echo(f"error: the environment spec is not valid (nothing was created):\n{problems}", err=True)
         raise typer.Exit(2) from None
-
-
-class _ThreadTimeoutNotice(logging.Filter):
-    """Drop Prefect's per-task notice that a timeout cannot interrupt a worker thread.
-
-    Every step has an explicit timeout and waits with its own deadlines (``tasks.common.wait_until``),
-    so the notice (one per task, every run) says nothing the user can act on.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = str(record.msg)
-        return not (msg.startswith("Timeout of ") and "worker thread" in msg)
-
-
-def _quiet_thread_timeout_warnings() -> None:
-    logger = logging.getLogger("prefect.task_runs")
-    if not any(isinstance(f, _ThreadTimeoutNotice) for f in logger.filters):
-        logger.addFilter(_ThreadTimeoutNotice())
+    except (OSError, yaml.YAMLError) as exc:
+        typer.echo(f"error: cannot read the environment spec {spec_file}: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _target_kind(target: str) -> Literal["sandbox", "azure"]:
