@@ -27,16 +27,17 @@ from tasks.common import (
     load_credentials,
     lock_name,
     log,
+    provisioning_state,
     retry_transient,
     serialized,
     to_rest,
     wait_for_poller,
-    wait_until,
+    wait_until_settled,
 )
 from tasks.resource_group import ResourceGroupFacts
 
 CREATE_TIMEOUT = 30 * 60
-BUSY_STATES = {"Creating", "Updating", "Upgrading", "Scaling", "Starting", "Stopping", "Deleting"}
+BUSY_STATES = frozenset({"Creating", "Updating", "Upgrading", "Scaling", "Starting", "Stopping", "Deleting"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,8 +57,7 @@ def get_cluster(client: ContainerServiceClient, names: Names) -> dict[str, Any] 
         return None
 
 
-def _state(cluster: dict[str, Any] | None) -> str | None:
-    return (cluster or {}).get("properties", {}).get("provisioningState")
+_state = provisioning_state
 
 
 def _cluster_diff(desired: dict[str, Any], actual: dict[str, Any]) -> list[str]:
@@ -88,16 +88,11 @@ def ensure_cluster(
     if _state(actual) in BUSY_STATES:
         log().info("cluster %s is %s; waiting for it to settle", names.cluster, _state(actual))
 
-        def settled() -> dict[str, Any] | None:
-            c = get_cluster(client, names)
-            return c if c is not None and _state(c) not in BUSY_STATES else None
-
-        actual = wait_until(
-            settled,
+        actual = wait_until_settled(
+            lambda: get_cluster(client, names),
+            BUSY_STATES,
             what=f"cluster {names.cluster} to finish {_state(actual)}",
             timeout=CREATE_TIMEOUT,
-            interval=2.0,
-            max_interval=15.0,
         )
     change: Change = "unchanged"
     if actual is None:

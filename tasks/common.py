@@ -207,6 +207,29 @@ def wait_for_poller(poller: LROPoller[T], *, what: str, timeout: float) -> T:
     return poller.result()
 
 
+def provisioning_state(resource: Mapping[str, Any] | None) -> str | None:
+    """An ARM resource's ``properties.provisioningState`` (None when absent)."""
+    return (resource or {}).get("properties", {}).get("provisioningState")
+
+
+def wait_until_settled(
+    read: Callable[[], dict[str, Any] | None],
+    busy: frozenset[str],
+    *,
+    what: str,
+    timeout: float,
+    interval: float = 2.0,
+) -> dict[str, Any] | None:
+    """Wait until ``read()`` returns the resource in a state outside ``busy`` (another operation, ours
+    from an earlier run or someone else's, must finish before we reconcile it: P20)."""
+
+    def settled() -> dict[str, Any] | None:
+        resource = read()
+        return resource if resource is not None and provisioning_state(resource) not in busy else None
+
+    return wait_until(settled, what=what, timeout=timeout, interval=interval, max_interval=15.0)
+
+
 # -- log hygiene -------------------------------------------------------------------------------
 
 

@@ -30,11 +30,13 @@ from tasks.common import (
     load_credentials,
     lock_name,
     log,
+    provisioning_state,
     retry_transient,
     serialized,
     to_rest,
     wait_for_poller,
     wait_until,
+    wait_until_settled,
 )
 from tasks.identity import IdentityFacts
 from tasks.kube_apply import apply_object, get_object, kube_client
@@ -42,7 +44,7 @@ from tasks.kube_apply import apply_object, get_object, kube_client
 INSTALL_TIMEOUT = 20 * 60
 CLUSTER_RP = "Microsoft.ContainerService"
 CLUSTER_TYPE = "managedClusters"
-BUSY_STATES = {"Creating", "Updating", "Deleting"}
+BUSY_STATES = frozenset({"Creating", "Updating", "Deleting"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,8 +67,7 @@ def get_extension(client: SourceControlConfigurationClient, names: Names, name: 
         return None
 
 
-def _state(ext: dict[str, Any] | None) -> str | None:
-    return (ext or {}).get("properties", {}).get("provisioningState")
+_state = provisioning_state
 
 
 @task(
@@ -88,17 +89,11 @@ def ensure_argocd_extension(
     desired = extension_body(spec, identity.client_id)
     actual = get_extension(client, names, ext.name)
     if _state(actual) in BUSY_STATES:
-
-        def settled() -> dict[str, Any] | None:
-            e = get_extension(client, names, ext.name)
-            return e if e is not None and _state(e) not in BUSY_STATES else None
-
-        actual = wait_until(
-            settled,
+        actual = wait_until_settled(
+            lambda: get_extension(client, names, ext.name),
+            BUSY_STATES,
             what=f"extension {ext.name} to finish {_state(actual)}",
             timeout=INSTALL_TIMEOUT,
-            interval=2.0,
-            max_interval=15.0,
         )
     change: Change = "unchanged"
     if actual is None:

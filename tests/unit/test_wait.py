@@ -9,7 +9,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from kubernetes.client.exceptions import ApiException
 
-from tasks.common import WaitTimeout, error_code, is_transient, wait_until
+from tasks.common import WaitTimeout, error_code, is_transient, wait_until, wait_until_settled
 
 
 def test_returns_the_first_truthy_value() -> None:
@@ -84,3 +84,23 @@ def test_error_code_of_kubernetes_status() -> None:
     exc = ApiException(status=409)
     exc.body = '{"kind": "Status", "reason": "AlreadyExists"}'
     assert error_code(exc) == "AlreadyExists"
+
+
+def test_settled_waits_out_a_busy_state_and_a_vanished_read() -> None:
+    seen = iter(
+        [
+            {"properties": {"provisioningState": "Updating"}},
+            None,
+            {"properties": {"provisioningState": "Succeeded"}},
+        ]
+    )
+    got = wait_until_settled(lambda: next(seen), frozenset({"Updating"}), what="x", timeout=5, interval=0.01)
+    assert got == {"properties": {"provisioningState": "Succeeded"}}
+    with pytest.raises(WaitTimeout):
+        wait_until_settled(
+            lambda: {"properties": {"provisioningState": "Deleting"}},
+            frozenset({"Deleting"}),
+            what="x",
+            timeout=0.2,
+            interval=0.01,
+        )
