@@ -378,17 +378,7 @@ async def put_cluster(req: ArmRequest, caps: list[str]) -> Response:
         )
         rec["_op"] = op["id"]
         accepted = copy.deepcopy(public(rec))
-    lro.settle_all(ctx)
-    op = lro.find(ctx, op["id"])
-    out = public(section(state(ctx).read(), "resources")[key])
-    if op["status"] == "Succeeded":
-        return json_response(out, status)
-    # Running, or failed: the client learns the failure (and its message) from the operation status.
-    # A failed operation still answers with the accepted state (Creating/Updating), as Azure's PUT does
-    # before the install runs, so that even at time_scale 0 the poller raises (CreateExtension.json).
-    if op["status"] == "Failed":
-        out = accepted
-    return json_response(out, status, lro.headers(ctx, op, req.api_version))
+    return lro.put_response(ctx, op["id"], key, accepted, status, req.api_version)
 
 
 def _complete_ensure(ctx: SandboxContext, data: dict[str, Any], op: dict[str, Any]) -> None:

@@ -22,7 +22,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.arm.common import ArmError, iso, section, state
+from starlette.responses import Response
+
+from sandbox.arm.common import ArmError, iso, json_response, public, section, state
 from sandbox.context import SandboxContext
 
 log = logging.getLogger(__name__)
@@ -165,6 +167,26 @@ def headers(
     if location:
         out["Location"] = result_url(ctx, op, api_version)
     return out
+
+
+def put_response(
+    ctx: SandboxContext, op_id: str, key: str, accepted: dict[str, Any], status: int, api_version: str
+) -> Response:
+    """The answer to a PUT that started operation ``op_id`` on resource ``key``.
+
+    Done: the resource as it now is. Running, or failed: the client learns the outcome (and a
+    failure's message) from the operation status; a failed operation still answers with the
+    ``accepted`` state (Creating/Updating), as Azure's PUT does before the work runs, so that even at
+    time_scale 0 the poller raises (azure-specs ``CreateExtension.json``).
+    """
+    settle_all(ctx)
+    op = find(ctx, op_id)
+    out = public(section(state(ctx).read(), "resources")[key])
+    if op["status"] == "Succeeded":
+        return json_response(out, status)
+    if op["status"] == "Failed":
+        out = accepted
+    return json_response(out, status, headers(ctx, op, api_version))
 
 
 def status_body(op: dict[str, Any]) -> dict[str, Any]:
